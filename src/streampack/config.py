@@ -1,0 +1,87 @@
+"""Settings as frozen dataclasses that check themselves; the CLI is built from these."""
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+DOC_MODES = ("line", "paragraph", "file")
+FORMATS = ("text", "jsonl", "json", "parquet", "csv", "tsv")
+REMAINDERS = ("drop", "pad")
+POSITION_IDS = ("none", "reset")
+BACKENDS = ("auto", "quicktok", "tokenizers")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, found {value!r}")
+
+
+@dataclass(frozen=True)
+class ReadConfig:
+    """How sources are turned into documents.
+
+    Attributes:
+        doc_mode: for text files, one document per `line` (the line break kept), per `paragraph`
+            (blank-line separated) or per `file`.
+        text_field: the field holding the text in JSON, parquet and CSV records. None means
+            `text`, or else the only string field of the record.
+        format: read every file as this format instead of choosing by extension.
+        batch_bytes: about this many bytes of text per batch handed to the tokenizer.
+    """
+
+    doc_mode: str = "line"
+    text_field: str | None = None
+    format: str | None = None
+    batch_bytes: int = 4 << 20
+
+    def __post_init__(self) -> None:
+        _check_choice("doc_mode", self.doc_mode, DOC_MODES)
+        if self.format is not None:
+            _check_choice("format", self.format, FORMATS)
+        if self.batch_bytes < 1024:
+            raise ConfigError(f"batch_bytes must be at least 1024, found {self.batch_bytes}")
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """How token streams become training samples.
+
+    Attributes:
+        block_size: tokens per block.
+        packing: concatenate documents and cut blocks (True), or one document per sample (False),
+            truncated or padded to `block_size`.
+        remainder: what happens to the final partial block when packing: `drop` or `pad`.
+        position_ids: `reset` restarts positions after every EOS (padding-free attention).
+    """
+
+    block_size: int = 1024
+    packing: bool = True
+    remainder: str = "drop"
+    position_ids: str = "none"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.block_size <= 1 << 24:
+            raise ConfigError(f"block_size must be between 1 and {1 << 24}, found {self.block_size}")
+        _check_choice("remainder", self.remainder, REMAINDERS)
+        _check_choice("position_ids", self.position_ids, POSITION_IDS)
+
+
+@dataclass(frozen=True)
+class TokenizeConfig:
+    """Which tokenizer and backend, and how many workers.
+
+    Attributes:
+        tokenizer: a local model folder, a `tokenizer.json`, a hub id in the local cache, or None
+            for the built-in Qwen2.5 tokenizer.
+        backend: `auto` picks quicktok where it is verified exact for this tokenizer.
+        workers: encoding threads (quicktok) or processes (tokenizers); 0 means all cores.
+    """
+
+    tokenizer: str | None = None
+    backend: str = "auto"
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("backend", self.backend, BACKENDS)
+        if self.workers < 0:
+            raise ConfigError(f"workers must be 0 (all cores) or more, found {self.workers}")
