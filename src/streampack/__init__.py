@@ -1,0 +1,35 @@
+"""streampack: stream, tokenize and pack LLM training data in bounded memory.
+
+    import streampack
+    for block in streampack.stream("corpus/", block_size=1024):
+        ...                                   # dict of input_ids, labels, attention_mask
+    streampack.pack("corpus/", "store/")      # or write a memory-mapped token store
+    store = streampack.TokenStore("store/")   # len(store), store[i]
+"""
+
+import logging
+
+from .api import BlockStream, pack, stream
+from .config import PackConfig, ReadConfig, TokenizeConfig
+from .errors import ConfigError, SourceError, StoreError, StreampackError, TokenizerError
+from .store import TokenStore, verify_store
+from .tokenize import load_tokenizer
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+__all__ = [
+    "BlockStream",
+    "ConfigError",
+    "PackConfig",
+    "ReadConfig",
+    "SourceError",
+    "StoreError",
+    "StreampackError",
+    "TokenStore",
+    "TokenizeConfig",
+    "TokenizerError",
+    "load_tokenizer",
+    "pack",
+    "stream",
+    "verify_store",
+]

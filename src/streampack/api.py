@@ -1,0 +1,170 @@
+"""The Python entry points: `stream` (blocks in memory, nothing written) and `pack` (a token store)."""
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from importlib.metadata import version
+
+from .config import PackConfig, ReadConfig, TokenizeConfig
+from .engine import Pipeline, peak_rss_mb
+from .pack import block_samples
+from .store import StoreWriter, choose_dtype
+from .tokenize import LoadedTokenizer
+
+log = logging.getLogger(__name__)
+
+
+def _configs(
+    tokenizer, block_size, packing, remainder, position_ids, backend, workers, doc_mode,
+    text_field, format, batch_bytes,
+):
+    read = ReadConfig(doc_mode=doc_mode, text_field=text_field, format=format, batch_bytes=batch_bytes)
+    pack = PackConfig(
+        block_size=block_size, packing=packing, remainder=remainder, position_ids=position_ids
+    )
+    spec = None if isinstance(tokenizer, LoadedTokenizer) else tokenizer
+    tokenize = TokenizeConfig(tokenizer=None if spec is None else str(spec), backend=backend, workers=workers)
+    loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else None
+    return read, pack, tokenize, loaded
+
+
+class BlockStream:
+    """Iterating yields one block at a time as a dict of int64 numpy arrays of `block_size`:
+    `input_ids`, `labels` (-100 on padding), `attention_mask` and, with `position_ids="reset"`,
+    `position_ids`. `batches()` yields the same as 2-D arrays, one encoded batch at a time.
+    After (or during) iteration, `report` holds the run's counts.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    @property
+    def tokenizer(self) -> LoadedTokenizer:
+        return self.pipeline.tokenizer
+
+    @property
+    def report(self) -> dict:
+        return self.pipeline.report.as_dict()
+
+    def batches(self) -> Iterator[dict]:
+        with_positions = self.pipeline.pack.position_ids == "reset"
+        for batch in self.pipeline.blocks():
+            yield block_samples(batch, with_positions)
+
+    def __iter__(self) -> Iterator[dict]:
+        for batch in self.batches():
+            for index in range(len(batch["input_ids"])):
+                yield {key: value[index] for key, value in batch.items()}
+
+
+def stream(
+    sources,
+    tokenizer: str | LoadedTokenizer | None = None,
+    block_size: int = 1024,
+    *,
+    packing: bool = True,
+    remainder: str = "drop",
+    position_ids: str = "none",
+    backend: str = "auto",
+    workers: int = 0,
+    doc_mode: str = "line",
+    text_field: str | None = None,
+    format: str | None = None,
+    batch_bytes: int = 4 << 20,
+) -> BlockStream:
+    """Stream packed blocks from `sources` (files, folders, globs) without writing anything.
+
+    >>> for block in streampack.stream("corpus/", block_size=2048):
+    ...     train_step(block["input_ids"])
+    """
+    read, pack, tokenize, loaded = _configs(
+        tokenizer, block_size, packing, remainder, position_ids, backend, workers, doc_mode,
+        text_field, format, batch_bytes,
+    )
+    return BlockStream(Pipeline(sources, read, pack, tokenize, tokenizer=loaded))
+
+
+def pack(
+    sources,
+    output,
+    tokenizer: str | LoadedTokenizer | None = None,
+    block_size: int = 1024,
+    *,
+    packing: bool = True,
+    remainder: str = "drop",
+    position_ids: str = "none",
+    backend: str = "auto",
+    workers: int = 0,
+    doc_mode: str = "line",
+    text_field: str | None = None,
+    format: str | None = None,
+    batch_bytes: int = 4 << 20,
+    overwrite: bool = False,
+    shard_bytes: int = 256 << 20,
+    on_progress: Callable | None = None,
+) -> dict:
+    """Pack `sources` into a token store at `output`; returns the run's report."""
+    started = time.perf_counter()
+    read, pack_config, tokenize, loaded = _configs(
+        tokenizer, block_size, packing, remainder, position_ids, backend, workers, doc_mode,
+        text_field, format, batch_bytes,
+    )
+    pipeline = Pipeline(sources, read, pack_config, tokenize, tokenizer=loaded)
+    loaded = pipeline.tokenizer
+    if on_progress is not None:
+        pipeline.progress.listeners.append(on_progress)
+    writer = StoreWriter(
+        output,
+        block_size=block_size,
+        dtype=choose_dtype(loaded.vocab_size),
+        overwrite=overwrite,
+        shard_bytes=shard_bytes,
+    )
+    try:
+        for batch in pipeline.blocks():
+            writer.write(batch)
+    except BaseException:
+        writer.abort()
+        raise
+    report = pipeline.report.as_dict()
+    report.update(
+        total_seconds=round(time.perf_counter() - started, 3),
+        peak_rss_mb=round(peak_rss_mb(), 1),
+        store=str(output),
+    )
+    writer.commit(_metadata(pipeline, report), report)
+    return report
+
+
+def _metadata(pipeline: Pipeline, report: dict) -> dict:
+    tok = pipeline.tokenizer
+    return {
+        "streampack_version": version("streampack"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "tokenizer": {
+            "name": tok.name,
+            "vocab_hash": tok.vocab_hash,
+            "vocab_size": tok.vocab_size,
+            "eos_id": tok.eos_id,
+            "pad_id": tok.pad_id,
+            "prefix": list(tok.prefix),
+            "suffix": list(tok.suffix),
+        },
+        "backend": report["backend"],
+        "packing": pipeline.pack.packing,
+        "remainder": pipeline.pack.remainder,
+        "position_ids": pipeline.pack.position_ids,
+        "read": {
+            "doc_mode": pipeline.read.doc_mode,
+            "text_field": pipeline.read.text_field,
+            "format": pipeline.read.format,
+        },
+        "documents": report["documents"],
+        "tokens": report["tokens"],
+        "padded_tokens": report["padded_tokens"],
+        "dropped_tokens": report["dropped_tokens"],
+        "truncated_tokens": report["truncated_tokens"],
+        "skipped": sum(entry["count"] for entry in report["skipped"].values()),
+        "sources": pipeline.sources,
+        "files": [{"path": f.path, "bytes": f.size} for f in pipeline.files],
+    }

@@ -1,0 +1,254 @@
+"""The `streampack` command: a thin layer over the library.
+
+Exit codes: 0 success, 1 a problem with the data or a store, 2 a usage error, 130 interrupted.
+"""
+
+import json
+import logging
+import sys
+import tempfile
+from importlib.resources import files
+from pathlib import Path
+
+import click
+
+from .config import BACKENDS, DOC_MODES, FORMATS, POSITION_IDS, REMAINDERS
+from .errors import StreampackError
+
+log = logging.getLogger("streampack")
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    # Warnings always; -v adds phases and the choices made for the user, -vv per-batch detail.
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose and not quiet else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("streampack: %(message)s"))
+    root = logging.getLogger("streampack")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+class _Command(click.Command):
+    """Runs the command body so that library errors end in one line and exit code 1."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except StreampackError as error:
+            click.echo(f"streampack: error: {error}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("streampack: interrupted", err=True)
+            ctx.exit(130)
+
+
+def _common(function):
+    function = click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes.")(function)
+    return click.option(
+        "-v", "--verbose", count=True, help="Say more: -v phases and choices, -vv details."
+    )(function)
+
+
+def _pack_options(function):
+    options = [
+        click.option("--tokenizer", default=None, metavar="PATH|ID",
+                     help="Local model folder, tokenizer.json, or a hub id already in the local "
+                          "Hugging Face cache. Default: built-in Qwen2.5."),
+        click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
+                     help="auto uses quicktok where it is verified exact, else tokenizers."),
+        click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Encoding threads or processes; 0 means all cores."),
+        click.option("--block-size", type=click.IntRange(1, 1 << 24), default=1024,
+                     show_default=True, help="Tokens per block."),
+        click.option("--remainder", type=click.Choice(REMAINDERS), default="drop",
+                     show_default=True, help="The final partial block: drop it or pad it."),
+        click.option("--no-packing", is_flag=True,
+                     help="One document per sample, truncated or padded to the block size."),
+        click.option("--position-ids", type=click.Choice(POSITION_IDS), default="none",
+                     show_default=True, help="reset: positions restart after every EOS."),
+        click.option("--doc-mode", type=click.Choice(DOC_MODES), default="line",
+                     show_default=True, help="Text files: a document per line, paragraph or file."),
+        click.option("--text-field", default=None,
+                     help="Field with the text in JSON, parquet, CSV. Default: text, else the "
+                          "only string field."),
+        click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
+                     help="Read every file as this format, whatever its extension."),
+        click.option("--batch-mb", type=click.FloatRange(0.001, 1024), default=4.0,
+                     show_default=True, help="About this much text per tokenizer batch."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _progress_bar(total_bytes: int, quiet: bool):
+    """A tqdm bar on stderr when it is a terminal; None otherwise."""
+    if quiet or not sys.stderr.isatty():
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="packing", file=sys.stderr,
+               dynamic_ncols=True)
+
+    def update(progress) -> None:
+        bar.update(progress.bytes - bar.n)
+        bar.set_postfix(docs=f"{progress.documents:,}", tokens=f"{progress.tokens:,}",
+                        refresh=False)
+
+    return bar, update
+
+
+def _summary(report: dict) -> str:
+    lines = [
+        f"documents      {report['documents']:,}",
+        f"tokens         {report['tokens']:,}  (document tokens, one EOS each)",
+        f"blocks         {report['blocks']:,} x {report['block_size']}",
+        f"dropped        {report['dropped_tokens']:,} tokens (final tail)",
+        f"padded         {report['padded_tokens']:,} tokens",
+    ]
+    if report.get("truncated_tokens"):
+        lines.append(f"truncated      {report['truncated_tokens']:,} tokens")
+    skipped = report["skipped"]
+    if skipped:
+        total = sum(entry["count"] for entry in skipped.values())
+        lines.append(f"skipped        {total:,} records")
+        for reason, entry in skipped.items():
+            first = entry["first"][0] if entry["first"] else ""
+            lines.append(f"  {reason:<22} {entry['count']:>8,}  first at {first}")
+    if report.get("files_skipped"):
+        lines.append(f"files skipped  {len(report['files_skipped'])} (see report.json)")
+    lines += [
+        f"files          {len(report['files'])}",
+        f"backend        {report['backend']} ({report['workers']} workers), "
+        f"tokenizer {report['tokenizer']}",
+        f"time           {report['seconds']:.2f} s  ({report['tokens_per_second'] / 1e6:.2f} M "
+        f"tokens/s, {report['megabytes_per_second']:.1f} MB/s); tokenizer loaded in "
+        f"{report['tokenizer_load_seconds']:.2f} s",
+        f"peak memory    {report['peak_rss_mb']:.0f} MB",
+    ]
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="streampack")
+def main() -> None:
+    """Stream, tokenize and pack LLM training data in bounded memory.
+
+    \b
+    Examples:
+      streampack demo
+      streampack pack corpus/ -o store/ --block-size 2048
+      streampack verify store/
+    """
+
+
+@main.command(cls=_Command)
+@click.argument("sources", nargs=-1, required=True)
+@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
+              help="The store folder to write.")
+@_pack_options
+@click.option("--overwrite", is_flag=True, help="Replace a store already at --output.")
+@click.option("--shard-mb", type=click.IntRange(1), default=256, show_default=True,
+              help="Size of each token shard file.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_common
+def pack(sources, output, tokenizer, backend, workers, block_size, remainder, no_packing,
+         position_ids, doc_mode, text_field, format_, batch_mb, overwrite, shard_mb, as_json,
+         quiet, verbose):
+    """Tokenize and pack SOURCE... (files, folders, globs) into a token store.
+
+    \b
+    Examples:
+      streampack pack data/pretrain/ -o store/
+      streampack pack 'data/**/*.jsonl.gz' -o store/ --text-field content --block-size 2048
+      streampack pack notes.txt -o store/ --remainder pad --position-ids reset
+    """
+    from .api import pack as pack_store
+
+    _setup_logging(verbose, quiet)
+    from .sources import discover
+    from .report import Report
+
+    total = sum(f.size for f in discover(sources, Report(), format_))
+    bar, update = _progress_bar(total, quiet)
+    try:
+        report = pack_store(
+            sources, output, tokenizer=tokenizer, block_size=block_size,
+            packing=not no_packing, remainder=remainder, position_ids=position_ids,
+            backend=backend, workers=workers, doc_mode=doc_mode, text_field=text_field,
+            format=format_, batch_bytes=int(batch_mb * (1 << 20)), overwrite=overwrite,
+            shard_bytes=shard_mb << 20, on_progress=update,
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    elif not quiet:
+        click.echo(_summary(report))
+        click.echo(f"store          {output}")
+
+
+@main.command(cls=_Command)
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--no-checksums", is_flag=True, help="Skip re-hashing the token shards (faster).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@_common
+def verify(store, no_checksums, as_json, quiet, verbose):
+    """Check STORE against its metadata: sizes, checksums, index, counts, id range.
+
+    Exit code 0 when the store is sound, 1 when a problem was found.
+
+    \b
+    Example:
+      streampack verify store/
+    """
+    from .store import verify_store
+
+    _setup_logging(verbose, quiet)
+    problems = verify_store(store, checksums=not no_checksums)
+    if as_json:
+        click.echo(json.dumps({"store": str(store), "ok": not problems, "problems": problems}))
+    elif problems:
+        for problem in problems:
+            click.echo(f"streampack: {problem}", err=True)
+    elif not quiet:
+        click.echo(f"{store}: ok")
+    sys.exit(1 if problems else 0)
+
+
+@main.command(cls=_Command)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Keep the demo store here (default: a temporary folder, removed after).")
+@click.option("--block-size", type=click.IntRange(8, 1 << 20), default=256, show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@_common
+def demo(output, block_size, backend, quiet, verbose):
+    """Pack the built-in sample of medical text with the built-in Qwen2.5 tokenizer.
+
+    Prints the run's summary and the decoded start of the first block.
+
+    \b
+    Example:
+      streampack demo
+    """
+    from .api import pack as pack_store
+    from .store import TokenStore
+    from .tokenize import load_tokenizer
+
+    _setup_logging(verbose, quiet)
+    sample = files("streampack") / "data" / "demo.txt"
+    with tempfile.TemporaryDirectory(prefix="streampack-demo-") as scratch:
+        store = output or Path(scratch) / "store"
+        tokenizer = load_tokenizer(None)
+        report = pack_store([str(sample)], store, tokenizer=tokenizer, block_size=block_size,
+                            backend=backend, overwrite=output is not None)
+        blocks = TokenStore(store)
+        click.echo(_summary(report))
+        if len(blocks):
+            text = blocks.decode(0, tokenizer)
+            ids = blocks.block_tokens(0)[:16].tolist()
+            click.echo(f"\nfirst block, ids {ids} ...")
+            click.echo(f"first block, decoded start:\n{text[:300]}")
+        if output is not None:
+            click.echo(f"\nstore          {output}")

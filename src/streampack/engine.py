@@ -1,0 +1,193 @@
+"""The local engine: read, encode and pack in parallel stages, in order, with bounded work in flight.
+
+    reader thread ──► queue(4) ──► encoder thread (quicktok threads or HF processes) ──► queue(2)
+        ──► consumer (packing, then the caller: an iterator or the store writer)
+
+quicktok and HF tokenizers release the GIL while they encode, so the reader and the packer run
+beside them. At most a few batches of a few MB are alive at once, whatever the corpus size.
+"""
+
+import logging
+import queue
+import resource
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from .config import PackConfig, ReadConfig, TokenizeConfig
+from .pack import BlockBatch, Packer
+from .report import Report
+from .sources import discover, read_batches
+from .tokenize import LoadedTokenizer, load_tokenizer, make_encoder
+
+log = logging.getLogger(__name__)
+
+READ_AHEAD = 4
+ENCODE_AHEAD = 2
+_DONE = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+def threaded(items: Iterable, maxsize: int, name: str) -> Iterator:
+    """Run `items` in a background thread, handing results over through a bounded queue.
+
+    The producer blocks when the queue is full (back-pressure); an exception in it is raised in
+    the consumer; closing the consumer stops the producer at its next hand-over.
+    """
+    handover: queue.Queue = queue.Queue(maxsize)
+    stop = threading.Event()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                handover.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as error:
+            put(_Failure(error))
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=produce, name=name, daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = handover.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+@dataclass
+class Progress:
+    """What a progress bar shows; the engine calls `update` once per encoded batch."""
+
+    documents: int = 0
+    tokens: int = 0
+    bytes: int = 0
+    listeners: list = field(default_factory=list)
+
+    def update(self, documents: int, tokens: int, nbytes: int) -> None:
+        self.documents += documents
+        self.tokens += tokens
+        self.bytes += nbytes
+        for listener in self.listeners:
+            listener(self)
+
+
+class Pipeline:
+    """One run over the sources: `blocks()` yields block batches; `report` fills as it goes."""
+
+    def __init__(
+        self,
+        sources,
+        read: ReadConfig | None = None,
+        pack: PackConfig | None = None,
+        tokenize: TokenizeConfig | None = None,
+        tokenizer: LoadedTokenizer | None = None,
+    ) -> None:
+        self.read = read or ReadConfig()
+        self.pack = pack or PackConfig()
+        self.tokenize = tokenize or TokenizeConfig()
+        self.report = Report()
+        self.progress = Progress()
+        self.sources = [str(source) for source in (
+            [sources] if isinstance(sources, str) or not isinstance(sources, Iterable) else sources
+        )]
+        started = time.perf_counter()
+        self.files = discover(self.sources, self.report, self.read.format)
+        self.tokenizer = tokenizer or load_tokenizer(self.tokenize.tokenizer)
+        loaded = time.perf_counter()
+        self.tokenizer_seconds = loaded - started
+        self.encoder = make_encoder(self.tokenizer, self.tokenize.backend, self.tokenize.workers)
+        self.backend_seconds = time.perf_counter() - loaded
+        self.packer = Packer(
+            self.pack,
+            eos_id=self.tokenizer.eos_id,
+            pad_id=self.tokenizer.pad_id,
+            prefix=self.tokenizer.prefix,
+            suffix=self.tokenizer.suffix,
+        )
+        self.seconds = 0.0
+        self.first_block_seconds: float | None = None
+
+    def blocks(self) -> Iterator[BlockBatch]:
+        started = time.perf_counter()
+        reader = threaded(read_batches(self.files, self.read, self.report), READ_AHEAD, "reader")
+        encoded = threaded(self.encoder.map(reader), ENCODE_AHEAD, "encoder")
+        try:
+            for batch, ids, offsets in encoded:
+                self.progress.update(len(batch), len(ids) + len(batch) * self._frame, batch.nbytes)
+                blocks = self.packer.add(ids, offsets)
+                if blocks is not None:
+                    if self.first_block_seconds is None:
+                        self.first_block_seconds = time.perf_counter() - started
+                    yield blocks
+            tail = self.packer.finish()
+            if tail is not None:
+                if self.first_block_seconds is None:
+                    self.first_block_seconds = time.perf_counter() - started
+                yield tail
+        finally:
+            encoded.close()
+            reader.close()
+            self.encoder.close()
+            self.seconds = time.perf_counter() - started
+            self._fill_report()
+
+    @property
+    def _frame(self) -> int:
+        return len(self.packer.prefix) + len(self.packer.suffix)
+
+    def _fill_report(self) -> None:
+        packer = self.packer
+        seconds = max(self.seconds, 1e-9)
+        self.report.values.update(
+            documents=packer.documents,
+            tokens=packer.tokens,
+            blocks=packer.blocks,
+            block_size=self.pack.block_size,
+            packing=self.pack.packing,
+            remainder=self.pack.remainder,
+            dropped_tokens=packer.dropped_tokens,
+            padded_tokens=packer.padded_tokens,
+            truncated_tokens=packer.truncated_tokens,
+            seconds=round(seconds, 3),
+            tokenizer_load_seconds=round(self.tokenizer_seconds, 3),
+            backend_setup_seconds=round(self.backend_seconds, 3),
+            first_block_seconds=None
+            if self.first_block_seconds is None
+            else round(self.first_block_seconds, 3),
+            tokens_per_second=round(packer.tokens / seconds),
+            megabytes_per_second=round(self.progress.bytes / seconds / 1e6, 2),
+            peak_rss_mb=round(peak_rss_mb(), 1),
+            backend=self.encoder.name,
+            workers=self.encoder.workers,
+            tokenizer=self.tokenizer.name,
+        )

@@ -1,0 +1,122 @@
+"""Reading a store: memory-mapped shards, random access to any block in O(1)."""
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StoreError
+from ..pack import BlockBatch, block_samples
+from . import format as layout
+
+
+def read_metadata(path: Path) -> dict:
+    meta_path = path / layout.METADATA
+    if not path.is_dir():
+        raise StoreError(f"{path}: no such store folder")
+    if not meta_path.is_file():
+        raise StoreError(
+            f"{path}: not a complete token store (no {layout.METADATA}): the build did not "
+            f"finish, or this folder is not a store; run `streampack pack` again"
+        )
+    try:
+        metadata = json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise StoreError(f"{meta_path}: not valid JSON ({error})") from None
+    if metadata.get("format") != layout.FORMAT_NAME:
+        raise StoreError(f"{meta_path}: not a streampack store (format {metadata.get('format')!r})")
+    if metadata.get("version", 0) > layout.FORMAT_VERSION:
+        raise StoreError(
+            f"{meta_path}: store format version {metadata['version']} is newer than this "
+            f"streampack reads ({layout.FORMAT_VERSION}); upgrade streampack"
+        )
+    return metadata
+
+
+class TokenStore(Sequence):
+    """A packed store, read in place: `len(store)` blocks, `store[i]` a training sample.
+
+    Each sample is a dict of int64 numpy arrays of length `block_size`: `input_ids`, `labels`
+    (-100 on padding), `attention_mask` and, if the store was packed with position ids reset or
+    `position_ids=True` is given, `position_ids`.
+    """
+
+    def __init__(self, path, position_ids: bool | None = None) -> None:
+        self.path = Path(path)
+        self.metadata = read_metadata(self.path)
+        self.block_size = int(self.metadata["block_size"])
+        self.dtype = np.dtype(self.metadata["dtype"])
+        self.shards = self.metadata["shards"]
+        self._first = np.array([s["first_block"] for s in self.shards], dtype=np.int64)
+        self._maps: dict[int, np.ndarray] = {}
+        self._ends: dict[int, np.ndarray] = {}
+        lengths = [np.load(self.path / layout.lengths_file(s["name"])) for s in self.shards]
+        self.lengths = np.concatenate(lengths) if lengths else np.empty(0, np.int32)
+        if position_ids is None:
+            position_ids = self.metadata.get("position_ids") == "reset"
+        self.with_position_ids = position_ids
+
+    def __len__(self) -> int:
+        return int(self.metadata["blocks"])
+
+    def _shard_of(self, index: int) -> int:
+        return int(np.searchsorted(self._first, index, side="right")) - 1
+
+    def _tokens(self, shard: int) -> np.ndarray:
+        if shard not in self._maps:
+            info = self.shards[shard]
+            path = self.path / layout.tokens_file(info["name"])
+            expected = info["blocks"] * self.block_size * self.dtype.itemsize
+            if not path.is_file() or path.stat().st_size != expected:
+                raise StoreError(
+                    f"{path}: missing or of the wrong size (expected {expected} bytes); "
+                    f"run `streampack verify {self.path}`"
+                )
+            self._maps[shard] = np.memmap(
+                path, dtype=self.dtype, mode="r", shape=(info["blocks"], self.block_size)
+            )
+        return self._maps[shard]
+
+    def _doc_ends(self, shard: int) -> np.ndarray:
+        if shard not in self._ends:
+            name = self.shards[shard]["name"]
+            self._ends[shard] = np.load(self.path / layout.doc_ends_file(name), mmap_mode="r")
+        return self._ends[shard]
+
+    def block_tokens(self, index: int) -> np.ndarray:
+        """The raw ids of block `index`, as stored (a read-only memory-mapped view)."""
+        index = self._check(index)
+        shard = self._shard_of(index)
+        return self._tokens(shard)[index - self._first[shard]]
+
+    def _check(self, index: int) -> int:
+        count = len(self)
+        if not -count <= index < count:
+            raise IndexError(f"block {index} out of range for a store of {count} blocks")
+        return index % count if index < 0 else index
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = self._check(int(index))
+        shard = self._shard_of(index)
+        ends = self._doc_ends(shard)
+        start, stop = index * self.block_size, (index + 1) * self.block_size
+        low, high = np.searchsorted(ends, [start, stop], side="left")
+        batch = BlockBatch(
+            tokens=self._tokens(shard)[index - self._first[shard]][None, :],
+            lengths=self.lengths[index : index + 1],
+            first_block=index,
+            doc_ends=np.asarray(ends[low:high]),
+        )
+        return {key: value[0] for key, value in block_samples(batch, self.with_position_ids).items()}
+
+    def __iter__(self) -> Iterator[dict]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def decode(self, index: int, tokenizer) -> str:
+        """Block `index` as text, through `tokenizer` (a `LoadedTokenizer`), padding left out."""
+        length = int(self.lengths[index])
+        return tokenizer.decode(self.block_tokens(index)[:length])

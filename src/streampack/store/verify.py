@@ -1,0 +1,135 @@
+"""Checking a store against its own metadata: sizes, checksums, index, counts and id range."""
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import StoreError
+from . import format as layout
+from .reader import read_metadata
+
+# Hash and scan the tokens in pieces of this many bytes: bounded memory for any shard size.
+CHUNK_BYTES = 16 << 20
+
+
+def verify_store(path, checksums: bool = True) -> list[str]:
+    """Every inconsistency found, as `file: what is wrong (expected, found)`; empty when sound."""
+    path = Path(path)
+    try:
+        meta = read_metadata(path)
+    except StoreError as error:
+        return [str(error)]
+    problems: list[str] = []
+    dtype = np.dtype(meta["dtype"])
+    size = int(meta["block_size"])
+    vocab = int(meta["tokenizer"]["vocab_size"])
+    eos = int(meta["tokenizer"]["eos_id"])
+    if np.iinfo(dtype).max < vocab - 1:
+        problems.append(f"metadata: dtype {dtype.name} cannot hold vocabulary size {vocab}")
+
+    blocks = ends_total = 0
+    real_tokens = 0
+    for shard in meta["shards"]:
+        name = shard["name"]
+        if shard["first_block"] != blocks:
+            problems.append(
+                f"{name}: first block {shard['first_block']} (expected {blocks}, after the "
+                f"previous shards)"
+            )
+        tokens_path = path / layout.tokens_file(name)
+        expected = shard["blocks"] * size * dtype.itemsize
+        if not tokens_path.is_file():
+            problems.append(f"{tokens_path}: missing")
+            blocks += shard["blocks"]
+            continue
+        found = tokens_path.stat().st_size
+        if found != expected:
+            problems.append(f"{tokens_path}: {found} bytes (expected {expected})")
+            blocks += shard["blocks"]
+            continue
+        problems += _check_tokens(tokens_path, shard, dtype, vocab, checksums)
+        lengths, ends = _load_index(path, name, problems)
+        if lengths is not None:
+            if len(lengths) != shard["blocks"]:
+                problems.append(
+                    f"{name}: {len(lengths)} block lengths (expected {shard['blocks']})"
+                )
+            elif len(lengths) and (lengths.min() < 1 or lengths.max() > size):
+                problems.append(f"{name}: block lengths outside 1..{size}")
+            real_tokens += int(lengths.sum())
+        if ends is not None:
+            ends_total += len(ends)
+            problems += _check_ends(path, name, ends, blocks, shard, size, dtype, eos, meta)
+        blocks += shard["blocks"]
+
+    if blocks != meta["blocks"]:
+        problems.append(f"metadata: blocks {meta['blocks']} (the shards hold {blocks})")
+    if ends_total != meta["doc_ends"]:
+        problems.append(f"metadata: doc_ends {meta['doc_ends']} (the index holds {ends_total})")
+    stored = meta["blocks"] * size - meta["padded_tokens"]
+    if real_tokens != stored:
+        problems.append(
+            f"metadata: {stored} real tokens stored (blocks * block_size - padded_tokens), "
+            f"the block lengths add up to {real_tokens}"
+        )
+    accounted = stored + meta["dropped_tokens"] + meta["truncated_tokens"]
+    if meta["tokens"] != accounted:
+        problems.append(
+            f"metadata: tokens {meta['tokens']} != blocks * block_size - padded + dropped + "
+            f"truncated = {accounted}"
+        )
+    return problems
+
+
+def _check_tokens(tokens_path, shard, dtype, vocab, checksums) -> list[str]:
+    digest = hashlib.blake2b(digest_size=16)
+    top = 0
+    with open(tokens_path, "rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES - CHUNK_BYTES % dtype.itemsize):
+            if checksums:
+                digest.update(chunk)
+            ids = np.frombuffer(chunk, dtype=dtype)
+            if ids.size:
+                top = max(top, int(ids.max()))
+    problems = []
+    if top >= vocab:
+        problems.append(f"{tokens_path}: token id {top} outside the vocabulary (size {vocab})")
+    if checksums and digest.hexdigest() != shard["blake2b"]:
+        problems.append(
+            f"{tokens_path}: checksum {digest.hexdigest()} (expected {shard['blake2b']}): "
+            f"the file changed after it was written"
+        )
+    return problems
+
+
+def _load_index(path, name, problems):
+    try:
+        lengths = np.load(path / layout.lengths_file(name))
+        ends = np.load(path / layout.doc_ends_file(name))
+    except (OSError, ValueError) as error:
+        problems.append(f"{name}: index cannot be read ({error})")
+        return None, None
+    return lengths, ends
+
+
+def _check_ends(path, name, ends, first_block, shard, size, dtype, eos, meta) -> list[str]:
+    problems = []
+    if len(ends) != shard["doc_ends"]:
+        problems.append(f"{name}: {len(ends)} document ends (expected {shard['doc_ends']})")
+    if not len(ends):
+        return problems
+    low, high = first_block * size, (first_block + shard["blocks"]) * size
+    if np.any(np.diff(ends) <= 0):
+        problems.append(f"{name}: document ends are not strictly increasing")
+    if ends[0] <= low or ends[-1] > high:
+        problems.append(f"{name}: document ends outside the shard's tokens {low + 1}..{high}")
+        return problems
+    if meta.get("packing", True):
+        # Every stored document ends with exactly the EOS streampack appended.
+        tokens = np.memmap(path / layout.tokens_file(name), dtype=dtype, mode="r")
+        last = tokens[ends - 1 - low]
+        wrong = int(np.count_nonzero(last != eos))
+        if wrong:
+            problems.append(f"{name}: {wrong} document ends without EOS {eos}")
+    return problems
