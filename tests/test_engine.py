@@ -15,7 +15,10 @@ import zstandard
 import streampack
 from streampack.store import TokenStore, verify_store
 
-NOTES = [f"第{i}位患者主诉发热{i % 5 + 1}天，伴咳嗽、咽痛。Temperature {38 + i % 3}.{i % 10} C." for i in range(400)]
+NOTES = [
+    f"第{i}位患者主诉发热{i % 5 + 1}天，伴咳嗽、咽痛。Temperature {38 + i % 3}.{i % 10} C."
+    for i in range(400)
+]
 
 
 def mixed_folder(root):
@@ -24,8 +27,9 @@ def mixed_folder(root):
     parts = [NOTES[i::8] for i in range(8)]
     (root / "a.txt").write_text("".join(f"{t}\n" for t in parts[0]), encoding="utf-8")
     (root / "b.txt.gz").write_bytes(gzip.compress("".join(f"{t}\n" for t in parts[1]).encode()))
-    jsonl = "".join(json.dumps({"text": t, "id": i}, ensure_ascii=False) + "\n"
-                    for i, t in enumerate(parts[2]))
+    jsonl = "".join(
+        json.dumps({"text": t, "id": i}, ensure_ascii=False) + "\n" for i, t in enumerate(parts[2])
+    )
     (root / "c.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl.encode()))
     (root / "d.json").write_text(json.dumps([{"text": t} for t in parts[3]], ensure_ascii=False))
     pq.write_table(pa.table({"text": parts[4]}), root / "e.parquet", row_group_size=7)
@@ -55,8 +59,11 @@ def test_every_format_and_codec_reaches_the_blocks(tmp_path, qwen):
 
 
 def _store_bytes(path):
-    return {p.name: p.read_bytes() for p in sorted(path.iterdir()) if p.name != "report.json"
-            and p.name != "metadata.json"}
+    return {
+        p.name: p.read_bytes()
+        for p in sorted(path.iterdir())
+        if p.name != "report.json" and p.name != "metadata.json"
+    }
 
 
 @pytest.mark.parametrize("backend", ["quicktok", "tokenizers"])
@@ -65,8 +72,15 @@ def test_output_is_identical_for_any_number_of_workers(tmp_path, qwen, backend):
     stores = []
     for workers in (1, 2, 3):
         out = tmp_path / f"store-{workers}"
-        streampack.pack([folder], out, tokenizer=qwen, block_size=64, backend=backend,
-                        workers=workers, batch_bytes=2048)
+        streampack.pack(
+            [folder],
+            out,
+            tokenizer=qwen,
+            block_size=64,
+            backend=backend,
+            workers=workers,
+            batch_bytes=2048,
+        )
         stores.append(_store_bytes(out))
         assert verify_store(out) == []
     assert stores[0] == stores[1] == stores[2]
@@ -75,8 +89,14 @@ def test_output_is_identical_for_any_number_of_workers(tmp_path, qwen, backend):
 def test_backends_build_identical_stores(tmp_path, qwen):
     folder, _ = mixed_folder(tmp_path / "corpus")
     for backend in ("quicktok", "tokenizers"):
-        streampack.pack([folder], tmp_path / backend, tokenizer=qwen, block_size=64,
-                        backend=backend, batch_bytes=4096)
+        streampack.pack(
+            [folder],
+            tmp_path / backend,
+            tokenizer=qwen,
+            block_size=64,
+            backend=backend,
+            batch_bytes=4096,
+        )
     assert _store_bytes(tmp_path / "quicktok") == _store_bytes(tmp_path / "tokenizers")
 
 
@@ -108,9 +128,10 @@ def test_real_medicalgpt_pretraining_text(tmp_path, qwen, medicalgpt):
     report = streampack.pack(sources, tmp_path / "store", tokenizer=qwen, block_size=1024)
     assert verify_store(tmp_path / "store") == []
     lines = []
-    for path in sorted((medicalgpt / "pretrain").glob("*.txt")) + [sources[1]]:
-        lines += (path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n")
-                  .split("\n"))
+    for path in [*sorted((medicalgpt / "pretrain").glob("*.txt")), sources[1]]:
+        lines += (
+            path.read_text(encoding="utf-8").replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        )
     kept = [line for line in lines if line.strip()]
     assert report["documents"] == len(kept)
     blank = len(lines) - len(kept) - len(sorted((medicalgpt / "pretrain").glob("*.txt"))) - 1

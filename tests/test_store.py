@@ -16,7 +16,10 @@ def _write_text(path, lines):
     return path
 
 
-LINES = [f"Patient {i} reports fever of {37 + i % 4}.{i % 10} degrees and a dry cough." for i in range(300)]
+LINES = [
+    f"Patient {i} reports fever of {37 + i % 4}.{i % 10} degrees and a dry cough."
+    for i in range(300)
+]
 
 
 def test_dtype_choice():
@@ -27,8 +30,9 @@ def test_dtype_choice():
 
 def test_qwen_store_is_uint32_and_round_trips(tmp_path, qwen):
     source = _write_text(tmp_path / "notes.txt", LINES)
-    report = streampack.pack([source], tmp_path / "store", tokenizer=qwen, block_size=64,
-                             remainder="pad")
+    report = streampack.pack(
+        [source], tmp_path / "store", tokenizer=qwen, block_size=64, remainder="pad"
+    )
     store = TokenStore(tmp_path / "store")
     assert store.dtype == np.dtype("<u4")
     assert len(store) == report["blocks"]
@@ -51,8 +55,11 @@ def test_small_vocabulary_store_is_uint16(tmp_path, tiny_tokenizer):
     # This tokenizer adds a BOS: each document is BOS, its ids, then exactly one EOS.
     expected = []
     for line in ["fever and cough", "blood pressure"] * 40:
-        expected += [*tiny.prefix, *tiny.hf.encode(line + "\n", add_special_tokens=False).ids,
-                     tiny.eos_id]
+        expected += [
+            *tiny.prefix,
+            *tiny.hf.encode(line + "\n", add_special_tokens=False).ids,
+            tiny.eos_id,
+        ]
     flat = np.concatenate([store.block_tokens(i) for i in range(len(store))])
     assert flat.tolist() == expected[: len(flat)]
     assert len(expected) - len(flat) == store.metadata["dropped_tokens"] < 16
@@ -74,8 +81,14 @@ def test_store_id_that_does_not_fit_is_refused(tmp_path):
 def test_unfinished_store_is_not_complete(tmp_path):
     writer = StoreWriter(tmp_path / "store", block_size=4, dtype=np.dtype("<u2"), shard_bytes=8)
     for first in range(3):
-        writer.write(BlockBatch(np.ones((1, 4), np.uint32), np.array([4], np.int32), first,
-                                np.array([4 * first + 4])))
+        writer.write(
+            BlockBatch(
+                np.ones((1, 4), np.uint32),
+                np.array([4], np.int32),
+                first,
+                np.array([4 * first + 4]),
+            )
+        )
     # killed here: shards committed, no metadata
     assert (tmp_path / "store" / "shard-00000.tokens").is_file()
     with pytest.raises(StoreError, match="not a complete token store"):
@@ -85,8 +98,9 @@ def test_unfinished_store_is_not_complete(tmp_path):
 
 def test_killed_mid_shard_leaves_only_a_partial_file(tmp_path):
     writer = StoreWriter(tmp_path / "store", block_size=4, dtype=np.dtype("<u2"))
-    writer.write(BlockBatch(np.ones((2, 4), np.uint32), np.array([4, 4], np.int32), 0,
-                            np.array([8])))
+    writer.write(
+        BlockBatch(np.ones((2, 4), np.uint32), np.array([4, 4], np.int32), 0, np.array([8]))
+    )
     names = sorted(p.name for p in (tmp_path / "store").iterdir())
     assert names == ["shard-00000.tokens.partial"]
     writer.abort()
@@ -130,12 +144,20 @@ def test_verify_finds_tampering(tmp_path, qwen):
 
 def test_random_access_and_position_ids(tmp_path, qwen):
     source = _write_text(tmp_path / "a.txt", LINES)
-    streampack.pack([source], tmp_path / "store", tokenizer=qwen, block_size=32,
-                    position_ids="reset", shard_bytes=1024, batch_bytes=1024)
+    streampack.pack(
+        [source],
+        tmp_path / "store",
+        tokenizer=qwen,
+        block_size=32,
+        position_ids="reset",
+        shard_bytes=1024,
+        batch_bytes=1024,
+    )
     store = TokenStore(tmp_path / "store")
     assert len(store.shards) > 1
-    streamed = list(streampack.stream([source], tokenizer=qwen, block_size=32,
-                                      position_ids="reset"))
+    streamed = list(
+        streampack.stream([source], tokenizer=qwen, block_size=32, position_ids="reset")
+    )
     assert len(streamed) == len(store)
     for index in (0, 1, len(store) // 2, len(store) - 1):
         for key in ("input_ids", "labels", "attention_mask", "position_ids"):

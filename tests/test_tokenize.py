@@ -45,8 +45,12 @@ def test_special_token_strings_are_plain_text(qwen, backend):
 
 def _corpus_lines(medicalgpt):
     lines = []
-    for name in ("pretrain/fever.txt", "rag/medical_corpus.txt", "pretrain/en_article_tail500.txt",
-                 "pretrain/tianlongbabu.txt"):
+    for name in (
+        "pretrain/fever.txt",
+        "rag/medical_corpus.txt",
+        "pretrain/en_article_tail500.txt",
+        "pretrain/tianlongbabu.txt",
+    ):
         text = (medicalgpt / name).read_text(encoding="utf-8")
         lines += [line + "\n" for line in text.split("\n") if line.strip()]
     return lines

@@ -1,10 +1,10 @@
 """streampack: stream, tokenize and pack LLM training data in bounded memory.
 
-    import streampack
-    for block in streampack.stream("corpus/", block_size=1024):
-        ...                                   # dict of input_ids, labels, attention_mask
-    streampack.pack("corpus/", "store/")      # or write a memory-mapped token store
-    store = streampack.TokenStore("store/")   # len(store), store[i]
+import streampack
+for block in streampack.stream("corpus/", block_size=1024):
+    ...                                   # dict of input_ids, labels, attention_mask
+streampack.pack("corpus/", "store/")      # or write a memory-mapped token store
+store = streampack.TokenStore("store/")   # len(store), store[i]
 """
 
 import logging

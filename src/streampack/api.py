@@ -1,4 +1,4 @@
-"""The Python entry points: `stream` (blocks in memory, nothing written) and `pack` (a token store)."""
+"""The Python entry points: `stream` (blocks, nothing written) and `pack` (a token store)."""
 
 import logging
 import time
@@ -15,15 +15,28 @@ log = logging.getLogger(__name__)
 
 
 def _configs(
-    tokenizer, block_size, packing, remainder, position_ids, backend, workers, doc_mode,
-    text_field, format, batch_bytes,
+    tokenizer,
+    block_size,
+    packing,
+    remainder,
+    position_ids,
+    backend,
+    workers,
+    doc_mode,
+    text_field,
+    format,
+    batch_bytes,
 ):
-    read = ReadConfig(doc_mode=doc_mode, text_field=text_field, format=format, batch_bytes=batch_bytes)
+    read = ReadConfig(
+        doc_mode=doc_mode, text_field=text_field, format=format, batch_bytes=batch_bytes
+    )
     pack = PackConfig(
         block_size=block_size, packing=packing, remainder=remainder, position_ids=position_ids
     )
     spec = None if isinstance(tokenizer, LoadedTokenizer) else tokenizer
-    tokenize = TokenizeConfig(tokenizer=None if spec is None else str(spec), backend=backend, workers=workers)
+    tokenize = TokenizeConfig(
+        tokenizer=None if spec is None else str(spec), backend=backend, workers=workers
+    )
     loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else None
     return read, pack, tokenize, loaded
 
@@ -78,8 +91,17 @@ def stream(
     ...     train_step(block["input_ids"])
     """
     read, pack, tokenize, loaded = _configs(
-        tokenizer, block_size, packing, remainder, position_ids, backend, workers, doc_mode,
-        text_field, format, batch_bytes,
+        tokenizer,
+        block_size,
+        packing,
+        remainder,
+        position_ids,
+        backend,
+        workers,
+        doc_mode,
+        text_field,
+        format,
+        batch_bytes,
     )
     return BlockStream(Pipeline(sources, read, pack, tokenize, tokenizer=loaded))
 
@@ -106,8 +128,17 @@ def pack(
     """Pack `sources` into a token store at `output`; returns the run's report."""
     started = time.perf_counter()
     read, pack_config, tokenize, loaded = _configs(
-        tokenizer, block_size, packing, remainder, position_ids, backend, workers, doc_mode,
-        text_field, format, batch_bytes,
+        tokenizer,
+        block_size,
+        packing,
+        remainder,
+        position_ids,
+        backend,
+        workers,
+        doc_mode,
+        text_field,
+        format,
+        batch_bytes,
     )
     pipeline = Pipeline(sources, read, pack_config, tokenize, tokenizer=loaded)
     loaded = pipeline.tokenizer

@@ -20,7 +20,9 @@ log = logging.getLogger("streampack")
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     # Warnings always; -v adds phases and the choices made for the user, -vv per-batch detail.
-    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose and not quiet else logging.WARNING
+    level = (
+        logging.DEBUG if verbose > 1 else logging.INFO if verbose and not quiet else logging.WARNING
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("streampack: %(message)s"))
     root = logging.getLogger("streampack")
@@ -43,7 +45,9 @@ class _Command(click.Command):
 
 
 def _common(function):
-    function = click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes.")(function)
+    function = click.option("-q", "--quiet", is_flag=True, help="No progress bar or notes.")(
+        function
+    )
     return click.option(
         "-v", "--verbose", count=True, help="Say more: -v phases and choices, -vv details."
     )(function)
@@ -51,30 +55,80 @@ def _common(function):
 
 def _pack_options(function):
     options = [
-        click.option("--tokenizer", default=None, metavar="PATH|ID",
-                     help="Local model folder, tokenizer.json, or a hub id already in the local "
-                          "Hugging Face cache. Default: built-in Qwen2.5."),
-        click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True,
-                     help="auto uses quicktok where it is verified exact, else tokenizers."),
-        click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
-                     help="Encoding threads or processes; 0 means all cores."),
-        click.option("--block-size", type=click.IntRange(1, 1 << 24), default=1024,
-                     show_default=True, help="Tokens per block."),
-        click.option("--remainder", type=click.Choice(REMAINDERS), default="drop",
-                     show_default=True, help="The final partial block: drop it or pad it."),
-        click.option("--no-packing", is_flag=True,
-                     help="One document per sample, truncated or padded to the block size."),
-        click.option("--position-ids", type=click.Choice(POSITION_IDS), default="none",
-                     show_default=True, help="reset: positions restart after every EOS."),
-        click.option("--doc-mode", type=click.Choice(DOC_MODES), default="line",
-                     show_default=True, help="Text files: a document per line, paragraph or file."),
-        click.option("--text-field", default=None,
-                     help="Field with the text in JSON, parquet, CSV. Default: text, else the "
-                          "only string field."),
-        click.option("--format", "format_", type=click.Choice(FORMATS), default=None,
-                     help="Read every file as this format, whatever its extension."),
-        click.option("--batch-mb", type=click.FloatRange(0.001, 1024), default=4.0,
-                     show_default=True, help="About this much text per tokenizer batch."),
+        click.option(
+            "--tokenizer",
+            default=None,
+            metavar="PATH|ID",
+            help="Local model folder, tokenizer.json, or a hub id already in the local "
+            "Hugging Face cache. Default: built-in Qwen2.5.",
+        ),
+        click.option(
+            "--backend",
+            type=click.Choice(BACKENDS),
+            default="auto",
+            show_default=True,
+            help="auto uses quicktok where it is verified exact, else tokenizers.",
+        ),
+        click.option(
+            "--workers",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Encoding threads or processes; 0 means all cores.",
+        ),
+        click.option(
+            "--block-size",
+            type=click.IntRange(1, 1 << 24),
+            default=1024,
+            show_default=True,
+            help="Tokens per block.",
+        ),
+        click.option(
+            "--remainder",
+            type=click.Choice(REMAINDERS),
+            default="drop",
+            show_default=True,
+            help="The final partial block: drop it or pad it.",
+        ),
+        click.option(
+            "--no-packing",
+            is_flag=True,
+            help="One document per sample, truncated or padded to the block size.",
+        ),
+        click.option(
+            "--position-ids",
+            type=click.Choice(POSITION_IDS),
+            default="none",
+            show_default=True,
+            help="reset: positions restart after every EOS.",
+        ),
+        click.option(
+            "--doc-mode",
+            type=click.Choice(DOC_MODES),
+            default="line",
+            show_default=True,
+            help="Text files: a document per line, paragraph or file.",
+        ),
+        click.option(
+            "--text-field",
+            default=None,
+            help="Field with the text in JSON, parquet, CSV. Default: text, else the "
+            "only string field.",
+        ),
+        click.option(
+            "--format",
+            "format_",
+            type=click.Choice(FORMATS),
+            default=None,
+            help="Read every file as this format, whatever its extension.",
+        ),
+        click.option(
+            "--batch-mb",
+            type=click.FloatRange(0.001, 1024),
+            default=4.0,
+            show_default=True,
+            help="About this much text per tokenizer batch.",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
@@ -87,13 +141,20 @@ def _progress_bar(total_bytes: int, quiet: bool):
         return None, None
     from tqdm import tqdm
 
-    bar = tqdm(total=total_bytes, unit="B", unit_scale=True, desc="packing", file=sys.stderr,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=total_bytes,
+        unit="B",
+        unit_scale=True,
+        desc="packing",
+        file=sys.stderr,
+        dynamic_ncols=True,
+    )
 
     def update(progress) -> None:
         bar.update(progress.bytes - bar.n)
-        bar.set_postfix(docs=f"{progress.documents:,}", tokens=f"{progress.tokens:,}",
-                        refresh=False)
+        bar.set_postfix(
+            docs=f"{progress.documents:,}", tokens=f"{progress.tokens:,}", refresh=False
+        )
 
     return bar, update
 
@@ -144,17 +205,44 @@ def main() -> None:
 
 @main.command(cls=_Command)
 @click.argument("sources", nargs=-1, required=True)
-@click.option("-o", "--output", required=True, type=click.Path(path_type=Path),
-              help="The store folder to write.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The store folder to write.",
+)
 @_pack_options
 @click.option("--overwrite", is_flag=True, help="Replace a store already at --output.")
-@click.option("--shard-mb", type=click.IntRange(1), default=256, show_default=True,
-              help="Size of each token shard file.")
+@click.option(
+    "--shard-mb",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Size of each token shard file.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_common
-def pack(sources, output, tokenizer, backend, workers, block_size, remainder, no_packing,
-         position_ids, doc_mode, text_field, format_, batch_mb, overwrite, shard_mb, as_json,
-         quiet, verbose):
+def pack(
+    sources,
+    output,
+    tokenizer,
+    backend,
+    workers,
+    block_size,
+    remainder,
+    no_packing,
+    position_ids,
+    doc_mode,
+    text_field,
+    format_,
+    batch_mb,
+    overwrite,
+    shard_mb,
+    as_json,
+    quiet,
+    verbose,
+):
     """Tokenize and pack SOURCE... (files, folders, globs) into a token store.
 
     \b
@@ -166,18 +254,29 @@ def pack(sources, output, tokenizer, backend, workers, block_size, remainder, no
     from .api import pack as pack_store
 
     _setup_logging(verbose, quiet)
-    from .sources import discover
     from .report import Report
+    from .sources import discover
 
     total = sum(f.size for f in discover(sources, Report(), format_))
     bar, update = _progress_bar(total, quiet)
     try:
         report = pack_store(
-            sources, output, tokenizer=tokenizer, block_size=block_size,
-            packing=not no_packing, remainder=remainder, position_ids=position_ids,
-            backend=backend, workers=workers, doc_mode=doc_mode, text_field=text_field,
-            format=format_, batch_bytes=int(batch_mb * (1 << 20)), overwrite=overwrite,
-            shard_bytes=shard_mb << 20, on_progress=update,
+            sources,
+            output,
+            tokenizer=tokenizer,
+            block_size=block_size,
+            packing=not no_packing,
+            remainder=remainder,
+            position_ids=position_ids,
+            backend=backend,
+            workers=workers,
+            doc_mode=doc_mode,
+            text_field=text_field,
+            format=format_,
+            batch_bytes=int(batch_mb * (1 << 20)),
+            overwrite=overwrite,
+            shard_bytes=shard_mb << 20,
+            on_progress=update,
         )
     finally:
         if bar is not None:
@@ -218,8 +317,13 @@ def verify(store, no_checksums, as_json, quiet, verbose):
 
 
 @main.command(cls=_Command)
-@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
-              help="Keep the demo store here (default: a temporary folder, removed after).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Keep the demo store here (default: a temporary folder, removed after).",
+)
 @click.option("--block-size", type=click.IntRange(8, 1 << 20), default=256, show_default=True)
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
 @_common
@@ -241,8 +345,14 @@ def demo(output, block_size, backend, quiet, verbose):
     with tempfile.TemporaryDirectory(prefix="streampack-demo-") as scratch:
         store = output or Path(scratch) / "store"
         tokenizer = load_tokenizer(None)
-        report = pack_store([str(sample)], store, tokenizer=tokenizer, block_size=block_size,
-                            backend=backend, overwrite=output is not None)
+        report = pack_store(
+            [str(sample)],
+            store,
+            tokenizer=tokenizer,
+            block_size=block_size,
+            backend=backend,
+            overwrite=output is not None,
+        )
         blocks = TokenStore(store)
         click.echo(_summary(report))
         if len(blocks):

@@ -61,7 +61,9 @@ class PackConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.block_size <= 1 << 24:
-            raise ConfigError(f"block_size must be between 1 and {1 << 24}, found {self.block_size}")
+            raise ConfigError(
+                f"block_size must be between 1 and {1 << 24}, found {self.block_size}"
+            )
         _check_choice("remainder", self.remainder, REMAINDERS)
         _check_choice("position_ids", self.position_ids, POSITION_IDS)
 

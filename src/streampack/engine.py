@@ -1,4 +1,4 @@
-"""The local engine: read, encode and pack in parallel stages, in order, with bounded work in flight.
+"""The local engine: read, encode and pack in parallel stages, in order, bounded work in flight.
 
     reader thread ──► queue(4) ──► encoder thread (quicktok threads or HF processes) ──► queue(2)
         ──► consumer (packing, then the caller: an iterator or the store writer)
@@ -117,9 +117,14 @@ class Pipeline:
         self.tokenize = tokenize or TokenizeConfig()
         self.report = Report()
         self.progress = Progress()
-        self.sources = [str(source) for source in (
-            [sources] if isinstance(sources, str) or not isinstance(sources, Iterable) else sources
-        )]
+        self.sources = [
+            str(source)
+            for source in (
+                [sources]
+                if isinstance(sources, str) or not isinstance(sources, Iterable)
+                else sources
+            )
+        ]
         started = time.perf_counter()
         self.files = discover(self.sources, self.report, self.read.format)
         self.tokenizer = tokenizer or load_tokenizer(self.tokenize.tokenizer)

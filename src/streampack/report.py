@@ -18,7 +18,9 @@ class Report:
         self.files_skipped: list[dict] = []
         self.values: dict = {}
 
-    def skip(self, reason: str, path: str, line: int | None = None, count: int = 1, detail: str = ""):
+    def skip(
+        self, reason: str, path: str, line: int | None = None, count: int = 1, detail: str = ""
+    ):
         """Count `count` records not used, under `reason`, at `path:line`."""
         where = path if line is None else f"{path}:{line}"
         if detail:

@@ -1,4 +1,4 @@
-"""The token store: shards of packed blocks, an index of document ends, and self-describing metadata."""
+"""The token store: shards of packed blocks, an index of document ends, and its metadata."""
 
 from .format import FORMAT_NAME, FORMAT_VERSION, choose_dtype
 from .reader import TokenStore

@@ -1,11 +1,11 @@
 """The on-disk layout, in one place, so that writer, reader and verifier agree.
 
-    STORE/metadata.json                 written last: a store without it is not complete
-    STORE/report.json                   the run's report
-    STORE/shard-00000.tokens            blocks, row after row: blocks * block_size ids, little endian
-    STORE/shard-00000.lengths.npy       int32 per block: real tokens (block_size but for padding)
-    STORE/shard-00000.doc_ends.npy      int64: end (exclusive) of each document ending in the shard,
-                                        as a position in the whole store's token stream
+STORE/metadata.json                 written last: a store without it is not complete
+STORE/report.json                   the run's report
+STORE/shard-00000.tokens            blocks, row after row: blocks * block_size ids, little endian
+STORE/shard-00000.lengths.npy       int32 per block: real tokens (block_size but for padding)
+STORE/shard-00000.doc_ends.npy      int64: end (exclusive) of each document ending in the shard,
+                                    as a position in the whole store's token stream
 """
 
 import numpy as np

@@ -110,7 +110,9 @@ class TokenStore(Sequence):
             first_block=index,
             doc_ends=np.asarray(ends[low:high]),
         )
-        return {key: value[0] for key, value in block_samples(batch, self.with_position_ids).items()}
+        return {
+            key: value[0] for key, value in block_samples(batch, self.with_position_ids).items()
+        }
 
     def __iter__(self) -> Iterator[dict]:
         for index in range(len(self)):

@@ -85,7 +85,7 @@ class StoreWriter:
     def _open_shard(self) -> None:
         self._shard = layout.shard_name(len(self.shards))
         self._partial = self.path / (layout.tokens_file(self._shard) + PARTIAL)
-        self._file = open(self._partial, "wb")
+        self._file = open(self._partial, "wb")  # noqa: SIM115 (open across many write calls)
         self._hash = hashlib.blake2b(digest_size=16)
         self._shard_blocks = 0
         self._shard_first = self.blocks

@@ -1,4 +1,4 @@
-"""Two encoding backends behind one interface: quicktok (fast, exact where verified) and HF tokenizers.
+"""Two encoding backends behind one interface: quicktok (exact where verified) and HF tokenizers.
 
 Both turn a list of documents into one flat uint32 id array plus int64 offsets (document i is
 `ids[offsets[i]:offsets[i + 1]]`), with special-token strings encoded as plain text and without
@@ -56,7 +56,9 @@ class Encoder:
     def encode_batch(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def map(self, batches: Iterable[RecordBatch]) -> Iterator[tuple[RecordBatch, np.ndarray, np.ndarray]]:
+    def map(
+        self, batches: Iterable[RecordBatch]
+    ) -> Iterator[tuple[RecordBatch, np.ndarray, np.ndarray]]:
         for batch in batches:
             ids, offsets = self.encode_batch(batch.texts)
             yield batch, ids, offsets

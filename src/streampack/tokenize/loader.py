@@ -1,4 +1,4 @@
-"""Load a tokenizer offline: the built-in Qwen2.5 default, a local folder or file, or the HF cache."""
+"""Load a tokenizer offline: the built-in Qwen2.5, a local folder or file, or the HF cache."""
 
 import base64
 import hashlib
