@@ -344,20 +344,20 @@ def demo(output, block_size, backend, quiet, verbose):
     sample = files("streampack") / "data" / "demo.txt"
     with tempfile.TemporaryDirectory(prefix="streampack-demo-") as scratch:
         store = output or Path(scratch) / "store"
-        tokenizer = load_tokenizer(None)
+        # Padding the tail keeps every token of the small sample in the store.
         report = pack_store(
             [str(sample)],
             store,
-            tokenizer=tokenizer,
             block_size=block_size,
             backend=backend,
+            remainder="pad",
             overwrite=output is not None,
         )
         blocks = TokenStore(store)
         click.echo(_summary(report))
         if len(blocks):
-            text = blocks.decode(0, tokenizer)
             ids = blocks.block_tokens(0)[:16].tolist()
+            text = blocks.decode(0, load_tokenizer(None))
             click.echo(f"\nfirst block, ids {ids} ...")
             click.echo(f"first block, decoded start:\n{text[:300]}")
         if output is not None:
