@@ -134,7 +134,7 @@ def test_verify_finds_tampering(tmp_path, qwen):
     data[10] ^= 0xFF
     tokens.write_bytes(bytes(data))
     problems = verify_store(tmp_path / "store")
-    assert any("checksum" in p for p in problems)
+    assert any("crc32 checksum" in p for p in problems)
     meta_path = tmp_path / "store" / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta["tokens"] += 1
