@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 
 def _configs(
     tokenizer,
+    eos_token,
     block_size,
     packing,
     remainder,
@@ -35,7 +36,10 @@ def _configs(
     )
     spec = None if isinstance(tokenizer, LoadedTokenizer) else tokenizer
     tokenize = TokenizeConfig(
-        tokenizer=None if spec is None else str(spec), backend=backend, workers=workers
+        tokenizer=None if spec is None else str(spec),
+        backend=backend,
+        workers=workers,
+        eos_token=eos_token,
     )
     loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else None
     return read, pack, tokenize, loaded
@@ -80,6 +84,7 @@ def stream(
     position_ids: str = "none",
     backend: str = "auto",
     workers: int = 0,
+    eos_token: str | None = None,
     doc_mode: str = "line",
     text_field: str | None = None,
     format: str | None = None,
@@ -92,6 +97,7 @@ def stream(
     """
     read, pack, tokenize, loaded = _configs(
         tokenizer,
+        eos_token,
         block_size,
         packing,
         remainder,
@@ -117,6 +123,7 @@ def pack(
     position_ids: str = "none",
     backend: str = "auto",
     workers: int = 0,
+    eos_token: str | None = None,
     doc_mode: str = "line",
     text_field: str | None = None,
     format: str | None = None,
@@ -129,6 +136,7 @@ def pack(
     started = time.perf_counter()
     read, pack_config, tokenize, loaded = _configs(
         tokenizer,
+        eos_token,
         block_size,
         packing,
         remainder,

@@ -70,6 +70,12 @@ def _pack_options(function):
             help="auto uses quicktok where it is verified exact, else tokenizers.",
         ),
         click.option(
+            "--eos-token",
+            default=None,
+            metavar="TOKEN",
+            help="End-of-document token, if not the tokenizer config's eos_token.",
+        ),
+        click.option(
             "--workers",
             type=click.IntRange(min=0),
             default=0,
@@ -135,28 +141,35 @@ def _pack_options(function):
     return function
 
 
-def _progress_bar(total_bytes: int, quiet: bool):
-    """A tqdm bar on stderr when it is a terminal; None otherwise."""
-    if quiet or not sys.stderr.isatty():
-        return None, None
-    from tqdm import tqdm
+class _ProgressBar:
+    """A tqdm bar on stderr, made at the first update, only when stderr is a terminal."""
 
-    bar = tqdm(
-        total=total_bytes,
-        unit="B",
-        unit_scale=True,
-        desc="packing",
-        file=sys.stderr,
-        dynamic_ncols=True,
-    )
+    def __init__(self, quiet: bool) -> None:
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.bar = None
 
-    def update(progress) -> None:
-        bar.update(progress.bytes - bar.n)
-        bar.set_postfix(
+    def update(self, progress) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=progress.total_bytes,
+                unit="B",
+                unit_scale=True,
+                desc="packing",
+                file=sys.stderr,
+                dynamic_ncols=True,
+            )
+        self.bar.update(min(progress.bytes, self.bar.total) - self.bar.n)
+        self.bar.set_postfix(
             docs=f"{progress.documents:,}", tokens=f"{progress.tokens:,}", refresh=False
         )
 
-    return bar, update
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _summary(report: dict) -> str:
@@ -228,6 +241,7 @@ def pack(
     output,
     tokenizer,
     backend,
+    eos_token,
     workers,
     block_size,
     remainder,
@@ -254,11 +268,7 @@ def pack(
     from .api import pack as pack_store
 
     _setup_logging(verbose, quiet)
-    from .report import Report
-    from .sources import discover
-
-    total = sum(f.size for f in discover(sources, Report(), format_))
-    bar, update = _progress_bar(total, quiet)
+    bar = _ProgressBar(quiet)
     try:
         report = pack_store(
             sources,
@@ -270,17 +280,17 @@ def pack(
             position_ids=position_ids,
             backend=backend,
             workers=workers,
+            eos_token=eos_token,
             doc_mode=doc_mode,
             text_field=text_field,
             format=format_,
             batch_bytes=int(batch_mb * (1 << 20)),
             overwrite=overwrite,
             shard_bytes=shard_mb << 20,
-            on_progress=update,
+            on_progress=bar.update,
         )
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif not quiet:

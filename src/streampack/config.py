@@ -76,10 +76,13 @@ class TokenizeConfig:
         tokenizer: a local model folder, a `tokenizer.json`, a hub id in the local cache, or None
             for the built-in Qwen2.5 tokenizer.
         backend: `auto` picks quicktok where it is verified exact for this tokenizer.
-        workers: encoding threads (quicktok) or processes (tokenizers); 0 means all cores.
+        workers: encoding threads; 0 means all cores.
+        eos_token: the end-of-document token, where the tokenizer's config names none or the
+            wrong one for pretraining (an instruct model's `<|im_end|>`, say).
     """
 
     tokenizer: str | None = None
+    eos_token: str | None = None
     backend: str = "auto"
     workers: int = 0
 

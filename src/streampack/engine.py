@@ -91,6 +91,7 @@ class Progress:
     documents: int = 0
     tokens: int = 0
     bytes: int = 0
+    total_bytes: int = 0
     listeners: list = field(default_factory=list)
 
     def update(self, documents: int, tokens: int, nbytes: int) -> None:
@@ -127,7 +128,10 @@ class Pipeline:
         ]
         started = time.perf_counter()
         self.files = discover(self.sources, self.report, self.read.format)
-        self.tokenizer = tokenizer or load_tokenizer(self.tokenize.tokenizer)
+        self.progress.total_bytes = sum(file.size for file in self.files)
+        self.tokenizer = tokenizer or load_tokenizer(
+            self.tokenize.tokenizer, self.tokenize.eos_token
+        )
         loaded = time.perf_counter()
         self.tokenizer_seconds = loaded - started
         self.encoder = make_encoder(self.tokenizer, self.tokenize.backend, self.tokenize.workers)
