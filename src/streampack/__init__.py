@@ -11,15 +11,24 @@ import logging
 
 from .api import BlockStream, pack, stream
 from .config import PackConfig, ReadConfig, TokenizeConfig
-from .errors import ConfigError, SourceError, StoreError, StreampackError, TokenizerError
+from .errors import (
+    ConfigError,
+    DataError,
+    SourceError,
+    StoreError,
+    StreampackError,
+    TokenizerError,
+)
 from .store import TokenStore, verify_store
 from .tokenize import load_tokenizer
+from .validate import validate
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "BlockStream",
     "ConfigError",
+    "DataError",
     "PackConfig",
     "ReadConfig",
     "SourceError",
@@ -31,5 +40,6 @@ __all__ = [
     "load_tokenizer",
     "pack",
     "stream",
+    "validate",
     "verify_store",
 ]

@@ -27,9 +27,14 @@ def _configs(
     text_field,
     format,
     batch_bytes,
+    bad_input,
 ):
     read = ReadConfig(
-        doc_mode=doc_mode, text_field=text_field, format=format, batch_bytes=batch_bytes
+        doc_mode=doc_mode,
+        text_field=text_field,
+        format=format,
+        batch_bytes=batch_bytes,
+        **bad_input,
     )
     pack = PackConfig(
         block_size=block_size, packing=packing, remainder=remainder, position_ids=position_ids
@@ -89,12 +94,27 @@ def stream(
     text_field: str | None = None,
     format: str | None = None,
     batch_bytes: int = 4 << 20,
+    on_error: str = "skip",
+    encoding: str = "utf-8",
+    encoding_errors: str = "replace",
+    max_document_bytes: int | None = None,
+    oversize: str = "split",
 ) -> BlockStream:
     """Stream packed blocks from `sources` (files, folders, globs) without writing anything.
 
     >>> for block in streampack.stream("corpus/", block_size=2048):
     ...     train_step(block["input_ids"])
+
+    Bad records are counted in `report` (`on_error="skip"`) or stop the run with a `DataError`
+    naming the file and line (`on_error="raise"`); see `ReadConfig` for the other settings.
     """
+    bad_input = dict(
+        on_error=on_error,
+        encoding=encoding,
+        encoding_errors=encoding_errors,
+        max_document_bytes=max_document_bytes,
+        oversize=oversize,
+    )
     read, pack, tokenize, loaded = _configs(
         tokenizer,
         eos_token,
@@ -108,6 +128,7 @@ def stream(
         text_field,
         format,
         batch_bytes,
+        bad_input,
     )
     return BlockStream(Pipeline(sources, read, pack, tokenize, tokenizer=loaded))
 
@@ -128,12 +149,27 @@ def pack(
     text_field: str | None = None,
     format: str | None = None,
     batch_bytes: int = 4 << 20,
+    on_error: str = "skip",
+    encoding: str = "utf-8",
+    encoding_errors: str = "replace",
+    max_document_bytes: int | None = None,
+    oversize: str = "split",
     overwrite: bool = False,
     shard_bytes: int = 256 << 20,
     on_progress: Callable | None = None,
 ) -> dict:
-    """Pack `sources` into a token store at `output`; returns the run's report."""
+    """Pack `sources` into a token store at `output`; returns the run's report.
+
+    The settings are those of `stream`; nothing is committed when a `DataError` stops the run.
+    """
     started = time.perf_counter()
+    bad_input = dict(
+        on_error=on_error,
+        encoding=encoding,
+        encoding_errors=encoding_errors,
+        max_document_bytes=max_document_bytes,
+        oversize=oversize,
+    )
     read, pack_config, tokenize, loaded = _configs(
         tokenizer,
         eos_token,
@@ -147,6 +183,7 @@ def pack(
         text_field,
         format,
         batch_bytes,
+        bad_input,
     )
     pipeline = Pipeline(sources, read, pack_config, tokenize, tokenizer=loaded)
     loaded = pipeline.tokenizer
@@ -197,6 +234,11 @@ def _metadata(pipeline: Pipeline, report: dict) -> dict:
             "doc_mode": pipeline.read.doc_mode,
             "text_field": pipeline.read.text_field,
             "format": pipeline.read.format,
+            "on_error": pipeline.read.on_error,
+            "encoding": pipeline.read.encoding,
+            "encoding_errors": pipeline.read.encoding_errors,
+            "max_document_bytes": pipeline.read.max_document_bytes,
+            "oversize": pipeline.read.oversize,
         },
         "documents": report["documents"],
         "tokens": report["tokens"],

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import click
 
-from .config import BACKENDS, DOC_MODES, FORMATS, POSITION_IDS, REMAINDERS
+from .config import (
+    BACKENDS,
+    DOC_MODES,
+    ENCODING_ERRORS,
+    FORMATS,
+    ON_ERRORS,
+    OVERSIZE,
+    POSITION_IDS,
+    REMAINDERS,
+)
 from .errors import StreampackError
 
 log = logging.getLogger("streampack")
@@ -51,6 +60,87 @@ def _common(function):
     return click.option(
         "-v", "--verbose", count=True, help="Say more: -v phases and choices, -vv details."
     )(function)
+
+
+def _read_options(function, with_size: bool = True):
+    """What to read and what to do with bad input: shared by `pack` and `validate`."""
+    options = [
+        click.option(
+            "--doc-mode",
+            type=click.Choice(DOC_MODES),
+            default="line",
+            show_default=True,
+            help="Text files: a document per line, paragraph or file.",
+        ),
+        click.option(
+            "--text-field",
+            default=None,
+            help="Field with the text in JSON, parquet, CSV. Default: text, else the "
+            "only string field.",
+        ),
+        click.option(
+            "--format",
+            "format_",
+            type=click.Choice(FORMATS),
+            default=None,
+            help="Read every file as this format, whatever its extension.",
+        ),
+        click.option(
+            "--on-error",
+            type=click.Choice(ON_ERRORS),
+            default="skip",
+            show_default=True,
+            help="A bad record: count it in the report and go on, or stop with its file:line.",
+        ),
+        click.option(
+            "--strict",
+            is_flag=True,
+            help="Same as --on-error raise --encoding-errors raise.",
+        ),
+        click.option(
+            "--encoding",
+            default="utf-8",
+            show_default=True,
+            help="Text encoding of the files, e.g. latin-1, gb18030.",
+        ),
+        click.option(
+            "--encoding-errors",
+            type=click.Choice(ENCODING_ERRORS),
+            default="replace",
+            show_default=True,
+            help="Invalid bytes: replace with U+FFFD (counted), skip the record, or raise.",
+        ),
+    ]
+    if with_size:
+        options += [
+            click.option(
+                "--max-document-bytes",
+                type=click.IntRange(min=16),
+                default=None,
+                help="Cap on a document's UTF-8 size; larger ones are split or skipped.",
+            ),
+            click.option(
+                "--oversize",
+                type=click.Choice(OVERSIZE),
+                default="split",
+                show_default=True,
+                help="Documents above --max-document-bytes: split at line or sentence "
+                "ends, or skip.",
+            ),
+        ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _read_options_without_size(function):
+    return _read_options(function, with_size=False)
+
+
+def _bad_input(on_error: str, strict: bool, encoding: str, encoding_errors: str) -> dict:
+    if strict:
+        on_error, encoding_errors = "raise", "raise"
+    return {"on_error": on_error, "encoding": encoding, "encoding_errors": encoding_errors}
 
 
 def _pack_options(function):
@@ -109,26 +199,6 @@ def _pack_options(function):
             help="reset: positions restart after every EOS.",
         ),
         click.option(
-            "--doc-mode",
-            type=click.Choice(DOC_MODES),
-            default="line",
-            show_default=True,
-            help="Text files: a document per line, paragraph or file.",
-        ),
-        click.option(
-            "--text-field",
-            default=None,
-            help="Field with the text in JSON, parquet, CSV. Default: text, else the "
-            "only string field.",
-        ),
-        click.option(
-            "--format",
-            "format_",
-            type=click.Choice(FORMATS),
-            default=None,
-            help="Read every file as this format, whatever its extension.",
-        ),
-        click.option(
             "--batch-mb",
             type=click.FloatRange(0.001, 1024),
             default=4.0,
@@ -138,7 +208,7 @@ def _pack_options(function):
     ]
     for option in reversed(options):
         function = option(function)
-    return function
+    return _read_options(function)
 
 
 class _ProgressBar:
@@ -212,6 +282,7 @@ def main() -> None:
     Examples:
       streampack demo
       streampack pack corpus/ -o store/ --block-size 2048
+      streampack validate corpus/
       streampack verify store/
     """
 
@@ -247,10 +318,16 @@ def pack(
     remainder,
     no_packing,
     position_ids,
+    batch_mb,
     doc_mode,
     text_field,
     format_,
-    batch_mb,
+    on_error,
+    strict,
+    encoding,
+    encoding_errors,
+    max_document_bytes,
+    oversize,
     overwrite,
     shard_mb,
     as_json,
@@ -264,6 +341,7 @@ def pack(
       streampack pack data/pretrain/ -o store/
       streampack pack 'data/**/*.jsonl.gz' -o store/ --text-field content --block-size 2048
       streampack pack notes.txt -o store/ --remainder pad --position-ids reset
+      streampack pack corpus/ -o store/ --strict --max-document-bytes 1000000
     """
     from .api import pack as pack_store
 
@@ -285,6 +363,9 @@ def pack(
             text_field=text_field,
             format=format_,
             batch_bytes=int(batch_mb * (1 << 20)),
+            max_document_bytes=max_document_bytes,
+            oversize=oversize,
+            **_bad_input(on_error, strict, encoding, encoding_errors),
             overwrite=overwrite,
             shard_bytes=shard_mb << 20,
             on_progress=bar.update,
@@ -372,3 +453,82 @@ def demo(output, block_size, backend, quiet, verbose):
             click.echo(f"first block, decoded start:\n{text[:300]}")
         if output is not None:
             click.echo(f"\nstore          {output}")
+
+
+def _validate_table(result: dict) -> str:
+    lines = []
+    for entry in result["files"]:
+        codec = "" if entry["codec"] == "none" else f" ({entry['codec']})"
+        lines.append(
+            f"{entry['path']}  {entry['format']}{codec}  records {entry['records']:,}  "
+            f"documents {entry['documents']:,}  problems {entry['problems']:,}"
+        )
+        for reason, bad in entry["bad"].items():
+            first = ", ".join(bad["first"])
+            lines.append(f"  {reason:<22} {bad['count']:>8,}  first at {first}")
+        for name, types in (entry["fields"] or {}).items():
+            kinds = ", ".join(f"{kind} {count:,}" for kind, count in sorted(types.items()))
+            changed = "  (type changes)" if name in entry["type_changes"] else ""
+            lines.append(f"  field {name!r}: {kinds}{changed}")
+        stats = entry["length_chars"]
+        if stats["max"] is not None:
+            lines.append(
+                f"  length (chars)  min {stats['min']:,}  median {stats['median']:,}  "
+                f"p95 {stats['p95']:,}  max {stats['max']:,}"
+            )
+    across = result["fields_across_files"]
+    for name, paths in across["missing_in"].items():
+        lines.append(f"field {name!r} missing in {len(paths)} files: {', '.join(paths[:3])}")
+    for name, kinds in across["types_differ"].items():
+        what = "; ".join(f"{path}: {'/'.join(kind)}" for path, kind in list(kinds.items())[:3])
+        lines.append(f"field {name!r} changes type between files: {what}")
+    for entry in result["files_skipped"]:
+        lines.append(f"skipped file {entry['path']}: {entry['reason']}")
+    lines.append("ok" if result["ok"] else f"problems: {result['problems']:,} records")
+    return "\n".join(lines)
+
+
+@main.command(cls=_Command)
+@click.argument("sources", nargs=-1, required=True)
+@_read_options_without_size
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@_common
+def validate(
+    sources,
+    doc_mode,
+    text_field,
+    format_,
+    on_error,
+    strict,
+    encoding,
+    encoding_errors,
+    as_json,
+    quiet,
+    verbose,
+):
+    """Read SOURCE... without tokenizing and describe every file: format, records, bad records
+    by reason with their first locations, fields and their types, document lengths.
+
+    Exit code 0 when clean, 1 when problems were found (with --strict: at the first one), 2 on a
+    usage error.
+
+    \b
+    Examples:
+      streampack validate data/pretrain/
+      streampack validate 'data/**/*.jsonl.gz' --text-field content --json
+    """
+    from .validate import validate as validate_sources
+
+    _setup_logging(verbose, quiet)
+    result = validate_sources(
+        sources,
+        doc_mode=doc_mode,
+        text_field=text_field,
+        format=format_,
+        **_bad_input(on_error, strict, encoding, encoding_errors),
+    )
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    elif not quiet or not result["ok"]:
+        click.echo(_validate_table(result))
+    sys.exit(0 if result["ok"] else 1)

@@ -1,5 +1,6 @@
 """Settings as frozen dataclasses that check themselves; the CLI is built from these."""
 
+import codecs
 from dataclasses import dataclass
 
 from .errors import ConfigError
@@ -9,6 +10,9 @@ FORMATS = ("text", "jsonl", "json", "parquet", "csv", "tsv")
 REMAINDERS = ("drop", "pad")
 POSITION_IDS = ("none", "reset")
 BACKENDS = ("auto", "quicktok", "tokenizers")
+ON_ERRORS = ("skip", "raise")
+ENCODING_ERRORS = ("replace", "skip", "raise")
+OVERSIZE = ("split", "skip")
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -27,12 +31,30 @@ class ReadConfig:
             `text`, or else the only string field of the record.
         format: read every file as this format instead of choosing by extension.
         batch_bytes: about this many bytes of text per batch handed to the tokenizer.
+        on_error: `skip` counts a bad record in the report and goes on; `raise` stops at the first
+            one with a `DataError` naming its file and line.
+        encoding: the text encoding of every file (`latin-1`, `gb18030`, ...). Line breaks are
+            found in the raw bytes, so only encodings where `\n` and `\r` are single ASCII bytes
+            qualify (not UTF-16 or UTF-32).
+        encoding_errors: bytes that are not valid in `encoding`: `replace` them with U+FFFD (the
+            record is kept and counted), `skip` the record, or `raise`.
+        max_document_bytes: documents longer than this (UTF-8 bytes) are split or skipped, as
+            `oversize` says; None means no cap.
+        oversize: `split` at line breaks, else sentence ends, else at the cap; or `skip`.
+        collect_fields: record the fields of JSON records and their types per file (for
+            `validate`); off by default since it costs a loop over every record's keys.
     """
 
     doc_mode: str = "line"
     text_field: str | None = None
     format: str | None = None
     batch_bytes: int = 4 << 20
+    on_error: str = "skip"
+    encoding: str = "utf-8"
+    encoding_errors: str = "replace"
+    max_document_bytes: int | None = None
+    oversize: str = "split"
+    collect_fields: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("doc_mode", self.doc_mode, DOC_MODES)
@@ -40,6 +62,27 @@ class ReadConfig:
             _check_choice("format", self.format, FORMATS)
         if self.batch_bytes < 1024:
             raise ConfigError(f"batch_bytes must be at least 1024, found {self.batch_bytes}")
+        _check_choice("on_error", self.on_error, ON_ERRORS)
+        _check_choice("encoding_errors", self.encoding_errors, ENCODING_ERRORS)
+        _check_choice("oversize", self.oversize, OVERSIZE)
+        try:
+            name = codecs.lookup(self.encoding).name
+        except LookupError:
+            raise ConfigError(
+                f"encoding {self.encoding!r} is not known to Python; try utf-8, latin-1 or gb18030"
+            ) from None
+        # The readers cut blocks at raw b"\n" and b"\r", which must mean line breaks.
+        if '\n\r{}[],"'.encode(name, "replace") != b'\n\r{}[],"':
+            raise ConfigError(
+                f"encoding {self.encoding!r} does not keep ASCII as single bytes, so lines "
+                "cannot be found in its bytes; convert the files to UTF-8 first"
+            )
+        object.__setattr__(self, "encoding", name)
+        if self.max_document_bytes is not None and self.max_document_bytes < 16:
+            raise ConfigError(
+                f"max_document_bytes must be at least 16 (or None for no cap), "
+                f"found {self.max_document_bytes}"
+            )
 
 
 @dataclass(frozen=True)

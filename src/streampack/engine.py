@@ -116,7 +116,7 @@ class Pipeline:
         self.read = read or ReadConfig()
         self.pack = pack or PackConfig()
         self.tokenize = tokenize or TokenizeConfig()
-        self.report = Report()
+        self.report = Report(self.read.on_error)
         self.progress = Progress()
         self.sources = [
             str(source)

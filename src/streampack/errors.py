@@ -19,3 +19,8 @@ class StoreError(StreampackError):
 
 class ConfigError(StreampackError):
     """A setting out of range or a combination of settings that cannot work."""
+
+
+class DataError(StreampackError):
+    """A bad record met with `on_error="raise"`: the message is `path:line: what is wrong
+    (what was expected, what was found)`."""

@@ -1,35 +1,103 @@
-"""One report per run: every stage adds its counts here, and `report.json` is its dictionary."""
+"""One report per run: every stage adds its counts here, and `report.json` is its dictionary.
+
+Every record that is read is either used or counted here under one of `REASONS`, with its first
+`file:line` locations. With `on_error="raise"` the first record counted under a problem reason
+raises a `DataError` instead, so both modes share one code path in the readers.
+"""
 
 import threading
 from collections import defaultdict
 
+from .errors import DataError
+
 # How many file:line locations are kept per skip reason: enough to find the problem, bounded memory.
 MAX_LOCATIONS = 10
+# Locations kept per file and reason, for `validate`'s per-file table.
+MAX_FILE_LOCATIONS = 3
+
+# reason -> (what is wrong, what was expected): the words of a `DataError` and of the README.
+REASONS = {
+    "empty_document": ("empty or whitespace-only document", "text with a visible character"),
+    "invalid_json": ("malformed JSON", "one JSON object per line or one array of objects"),
+    "not_an_object": ("record is not a JSON object", "an object"),
+    "missing_text_field": ("no text field", "--text-field, 'text' or exactly one string field"),
+    "non_string_text": ("text field is not a string", "a string"),
+    "invalid_utf8": ("invalid UTF-8", "valid UTF-8, or --encoding for another encoding"),
+    "invalid_encoding": ("bytes invalid in the chosen --encoding", "valid text"),
+    "corrupt_compressed": ("truncated or corrupt compressed data", "a complete stream"),
+    "document_too_large": ("document larger than --max-document-bytes", "a smaller document"),
+    "document_split": ("document split at --max-document-bytes", "a smaller document"),
+}
+# Counted for information, never a problem: the documents an oversize one was split into.
+INFORMATIONAL = frozenset({"document_split"})
+
+
+def problem_message(reason: str, where: str, found: str) -> str:
+    """`where: what is wrong (expected ..., found ...)`, on one line."""
+    what, expected = REASONS.get(reason, (reason.replace("_", " "), "a usable record"))
+    found = " ".join(found.split()) or "otherwise"
+    return f"{where}: {what} (expected {expected}, found {found})"
 
 
 class Report:
-    """Counts of a run. Thread-safe: readers run in their own thread."""
+    """Counts of a run. Thread-safe: readers run in their own thread.
 
-    def __init__(self) -> None:
+    `on_error="raise"` turns the first problem `skip` into a `DataError`.
+    """
+
+    def __init__(self, on_error: str = "skip") -> None:
         self._lock = threading.Lock()
+        self.on_error = on_error
         self.skipped: dict[str, int] = defaultdict(int)
         self.locations: dict[str, list[str]] = defaultdict(list)
         self.files: dict[str, dict] = {}
         self.files_skipped: list[dict] = []
         self.values: dict = {}
+        # Records counted under a problem reason (not informational, not tolerated blank lines).
+        self.problems = 0
+        # path -> reason -> [count, first locations], for per-file tables.
+        self.by_file: dict[str, dict[str, list]] = defaultdict(dict)
+        self.file_problems: dict[str, int] = defaultdict(int)
 
     def skip(
-        self, reason: str, path: str, line: int | None = None, count: int = 1, detail: str = ""
+        self,
+        reason: str,
+        path: str,
+        line: int | None = None,
+        count: int = 1,
+        detail: str = "",
+        found: str = "",
+        fatal: bool = True,
     ):
-        """Count `count` records not used, under `reason`, at `path:line`."""
+        """Count `count` records not used, under `reason`, at `path:line`.
+
+        `found` describes the bad value for a `DataError`; `fatal=False` marks a count that is not
+        a problem (a blank line between the documents of a text file, a repaired character), so
+        it never raises and `validate` does not call the file unclean for it.
+        """
         where = path if line is None else f"{path}:{line}"
+        problem = fatal and reason not in INFORMATIONAL
+        if problem and self.on_error == "raise":
+            raise DataError(problem_message(reason, where, found or detail))
         if detail:
             where = f"{where}: {detail}"
         with self._lock:
             self.skipped[reason] += count
+            if problem:
+                self.problems += count
+                self.file_problems[path] += count
             kept = self.locations[reason]
             if len(kept) < MAX_LOCATIONS:
                 kept.append(where)
+            per_file = self.by_file[path].setdefault(reason, [0, []])
+            per_file[0] += count
+            if len(per_file[1]) < MAX_FILE_LOCATIONS:
+                per_file[1].append(where)
+
+    def fail(self, reason: str, path: str, line: int | None = None, found: str = ""):
+        """Raise the `DataError` of `reason` whatever `on_error` is (`--encoding-errors raise`)."""
+        where = path if line is None else f"{path}:{line}"
+        raise DataError(problem_message(reason, where, found))
 
     def add_file(self, path: str, **info) -> dict:
         """Start the entry of one source file; readers update the returned dict in place."""

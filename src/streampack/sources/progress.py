@@ -8,7 +8,9 @@ from ..records import RecordBatch
 from ..report import MAX_LOCATIONS, Report
 
 
-def skip_lines(report: Report, reason: str, path: str, lines: Sequence[int]) -> None:
+def skip_lines(
+    report: Report, reason: str, path: str, lines: Sequence[int], fatal: bool = True
+) -> None:
     """Count one skipped record per entry of `lines` without one locked call per record.
 
     Blank lines can be half of a text corpus; the report keeps only the first few locations, so
@@ -18,10 +20,10 @@ def skip_lines(report: Report, reason: str, path: str, lines: Sequence[int]) -> 
         return
     room = max(0, MAX_LOCATIONS - len(report.locations.get(reason, ())))
     for line in lines[:room]:
-        report.skip(reason, path, int(line))
+        report.skip(reason, path, int(line), fatal=fatal)
     rest = len(lines) - room
     if rest > 0:
-        report.skip(reason, path, int(lines[room]), count=rest)
+        report.skip(reason, path, int(lines[room]), count=rest, fatal=fatal)
 
 
 class FileProgress:
@@ -63,4 +65,5 @@ class FileProgress:
             self.path,
             line,
             detail=f"after {self.entry['documents']} records: {error}",
+            found=f"{error}, after {self.entry['documents']} records",
         )

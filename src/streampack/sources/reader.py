@@ -10,6 +10,7 @@ from ..report import Report
 from .compression import open_stream
 from .discovery import SourceFile
 from .json_records import read_json, read_jsonl
+from .oversize import cap_documents
 from .progress import FileProgress
 from .tabular import read_delimited, read_parquet
 from .text import read_text
@@ -35,8 +36,21 @@ def read_batches(
     `config.format`, when set, overrides the format each file was discovered with.
 
     Each file gets its report entry (`format`, `codec`, `documents`, `bytes`) when it starts;
-    every record that is not yielded is counted in `report.skipped` with its file and line.
+    every record that is not yielded is counted in `report.skipped` with its file and line;
+    with `config.on_error="raise"` the first one raises a `DataError` instead.
     """
+    report.on_error = config.on_error
+    for batch in _read_files(files, config, report):
+        if config.max_document_bytes is not None:
+            batch = cap_documents(batch, config.max_document_bytes, config.oversize, report)
+            if not batch.texts:
+                continue
+        yield batch
+
+
+def _read_files(
+    files: Sequence[SourceFile], config: ReadConfig, report: Report
+) -> Iterator[RecordBatch]:
     for file in files:
         fmt = config.format or file.format
         # A parquet file is read by pyarrow from its footer, never through a codec.

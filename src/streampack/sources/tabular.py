@@ -14,7 +14,7 @@ from ..records import RecordBatch
 from .compression import CorruptStream, SourceStream
 from .fields import choose_column
 from .progress import FileProgress, skip_lines
-from .textio import decode_block, line_blocks, read_head, read_size
+from .textio import Decoder, line_blocks, read_head, read_size
 
 logger = logging.getLogger(__name__)
 
@@ -74,14 +74,19 @@ def read_parquet(path: str, config: ReadConfig, progress: FileProgress) -> Itera
     if rows == 0:
         return
     schema = parquet.schema_arrow
+    if config.collect_fields:
+        progress.entry["fields"] = {field.name: {str(field.type): rows} for field in schema}
     strings = [field.name for field in schema if _is_string(pa, field.type)]
     column = choose_column(schema.names, strings, config.text_field)
     _log_fallback(path, column, config.text_field)
     if column is None:
-        report.skip("missing_text_field", path, 1, count=rows)
+        names = ", ".join(repr(name) for name in schema.names[:8])
+        report.skip("missing_text_field", path, 1, count=rows, found=f"columns {names}")
         return
     if column not in strings:
-        report.skip("non_string_text", path, 1, count=rows)
+        kind = schema.field(column).type
+        found = f"column {column!r} of type {kind}"
+        report.skip("non_string_text", path, 1, count=rows, found=found)
         return
     size = os.path.getsize(path)
     done = 0
@@ -103,6 +108,8 @@ def read_parquet(path: str, config: ReadConfig, progress: FileProgress) -> Itera
                 else:
                     docs.append(value)
                     lines.append(i)
+            if nulls and report.on_error == "raise":
+                report.skip("non_string_text", path, nulls[0], found=f"null in {column!r}")
             skip_lines(report, "non_string_text", path, nulls)
             skip_lines(report, "empty_document", path, empty)
             before = size * done // rows
@@ -123,6 +130,9 @@ def read_delimited(
     path, report = progress.path, progress.report
     if csv.field_size_limit() < _CSV_FIELD_LIMIT:
         csv.field_size_limit(_CSV_FIELD_LIMIT)
+    decode = Decoder(path, report, config.encoding, config.encoding_errors)
+    # Lines dropped for their bytes (encoding_errors="skip"); a record starting on one is dropped.
+    dropped: set[int] = set()
 
     def physical_lines() -> Iterator[str]:
         # csv.reader counts one line per string it takes, so each string is one physical line.
@@ -130,7 +140,10 @@ def read_delimited(
         read = read_size(config.batch_bytes)
         head, start = read_head(stream, read)
         for block, offset, has_cr in line_blocks(stream, read, head, start):
-            parts = decode_block(block, has_cr, offset, line, path, report).split("\n")
+            parts = decode(block, has_cr, offset, line).split("\n")
+            if decode.dropped:
+                dropped.update(decode.dropped)
+                decode.dropped.clear()
             tail = parts.pop()
             line += len(parts)
             yield from [part + "\n" for part in parts]
@@ -153,15 +166,24 @@ def read_delimited(
         column = choose_column(header, header, config.text_field)
         _log_fallback(path, column, config.text_field)
         index = -1 if column is None else header.index(column)
+        if config.collect_fields:
+            progress.entry["fields"] = {name: {"string": 0} for name in header}
         for row in reader:
             start, consumed = consumed + 1, reader.line_num
             if not row:
                 continue
+            if dropped and start in dropped:
+                continue
             if index < 0 or len(row) <= index:
+                if report.on_error == "raise":
+                    found = f"{len(row)} fields, header {header!r}"
+                    report.skip("missing_text_field", path, start, found=found)
                 missing.append(start)
                 continue
             value = row[index]
             if not value or value.isspace():
+                if report.on_error == "raise":
+                    report.skip("empty_document", path, start, found=f"{column!r} = {value!r}")
                 empty.append(start)
                 continue
             docs.append(value)

@@ -13,17 +13,18 @@ from ..config import ReadConfig
 from ..records import RecordBatch
 from .compression import CorruptStream, SourceStream
 from .progress import FileProgress, skip_lines
-from .textio import BOM, decode_block, line_blocks, read_head, read_size
+from .textio import BOM, Decoder, line_blocks, read_head, read_size
 
 
 def read_text(
     stream: SourceStream, config: ReadConfig, progress: FileProgress
 ) -> Iterator[RecordBatch]:
+    decode = Decoder(progress.path, progress.report, config.encoding, config.encoding_errors)
     if config.doc_mode == "line":
-        return _by_line(stream, config.batch_bytes, progress)
+        return _by_line(stream, config.batch_bytes, progress, decode)
     if config.doc_mode == "paragraph":
-        return _by_paragraph(stream, config.batch_bytes, progress)
-    return _whole_file(stream, progress)
+        return _by_paragraph(stream, config.batch_bytes, progress, decode)
+    return _whole_file(stream, progress, decode)
 
 
 def _blank_indices(parts: list[str], expected: int) -> list[int]:
@@ -45,10 +46,22 @@ def _blank_indices(parts: list[str], expected: int) -> list[int]:
     return [i for i, part in enumerate(parts) if not part or part.isspace()]
 
 
+def _drop(parts: list[str], first_line: int, dropped: dict[int, int]) -> None:
+    """Blank out the lines of `dropped` (counted already) so that the reader passes over them."""
+    for line in dropped:
+        if 0 <= line - first_line < len(parts):
+            parts[line - first_line] = ""
+    dropped.clear()
+
+
 def _by_line(
-    stream: SourceStream, batch_bytes: int, progress: FileProgress
+    stream: SourceStream, batch_bytes: int, progress: FileProgress, decode: Decoder
 ) -> Iterator[RecordBatch]:
-    """Each non-blank line with its "\\n" kept, as MedicalGPT's `keep_linebreaks` does."""
+    """Each non-blank line with its "\\n" kept, as MedicalGPT's `keep_linebreaks` does.
+
+    Blank lines are counted as `empty_document` but are not problems: in a text file they
+    separate documents.
+    """
     path, report = progress.path, progress.report
     line = 1
     texts: list[str] = []
@@ -59,7 +72,12 @@ def _by_line(
     try:
         head, start = read_head(stream, read)
         for block, offset, has_cr in line_blocks(stream, read, head, start):
-            parts = decode_block(block, has_cr, offset, line, path, report).split("\n")
+            parts = decode(block, has_cr, offset, line).split("\n")
+            dropped = ()
+            if decode.dropped:
+                # Lines dropped for their bytes are counted already, not again as blank lines.
+                dropped = set(decode.dropped)
+                _drop(parts, line, decode.dropped)
             # "" when the block ends with a line break; else the unterminated last line of the file.
             tail = parts.pop()
             count = len(parts)
@@ -70,11 +88,12 @@ def _by_line(
                 blank = _blank_indices(parts, count - len(docs))
                 kept = np.ones(count, dtype=bool)
                 kept[blank] = False
-                skip_lines(report, "empty_document", path, [line + i for i in blank])
+                empty = [line + i for i in blank if line + i not in dropped]
+                skip_lines(report, "empty_document", path, empty, fatal=False)
                 lines = np.flatnonzero(kept) + line
             if tail:
                 if tail.isspace():
-                    report.skip("empty_document", path, line + count)
+                    report.skip("empty_document", path, line + count, fatal=False)
                 else:
                     docs.append(tail)
                     lines = np.append(lines, line + count)
@@ -95,13 +114,17 @@ def _by_line(
 
 
 def _by_paragraph(
-    stream: SourceStream, batch_bytes: int, progress: FileProgress
+    stream: SourceStream, batch_bytes: int, progress: FileProgress, decode: Decoder
 ) -> Iterator[RecordBatch]:
-    """Runs of non-blank lines joined by "\\n"; blank lines only separate, they are not records."""
-    path, report = progress.path, progress.report
+    """Runs of non-blank lines joined by "\\n"; blank lines only separate, they are not records.
+
+    Under `encoding_errors="skip"` a paragraph with a bad line is dropped whole.
+    """
     line = 1
     paragraph: list[str] = []
     start = 0
+    bad = False
+    dropped: set[int] = set()
     docs: list[str] = []
     starts: list[int] = []
     pending = 0
@@ -110,7 +133,10 @@ def _by_paragraph(
     try:
         head, first = read_head(stream, read)
         for block, offset, has_cr in line_blocks(stream, read, head, first):
-            parts = decode_block(block, has_cr, offset, line, path, report).split("\n")
+            parts = decode(block, has_cr, offset, line).split("\n")
+            if decode.dropped:
+                dropped = set(decode.dropped)
+                decode.dropped.clear()
             if not parts[-1]:
                 parts.pop()
             for i, part in enumerate(parts):
@@ -118,10 +144,13 @@ def _by_paragraph(
                     if not paragraph:
                         start = line + i
                     paragraph.append(part)
+                    if dropped and line + i in dropped:
+                        bad = True
                 elif paragraph:
-                    docs.append("\n".join(paragraph))
-                    starts.append(start)
-                    paragraph = []
+                    if not bad:
+                        docs.append("\n".join(paragraph))
+                        starts.append(start)
+                    paragraph, bad = [], False
             line += len(parts)
             pending += len(block)
             if pending > batch_bytes - read and docs:
@@ -130,7 +159,7 @@ def _by_paragraph(
     except CorruptStream as err:
         broken = err
     # After a break the lines read so far are whole lines; their paragraph is kept as it is.
-    if paragraph:
+    if paragraph and not bad:
         docs.append("\n".join(paragraph))
         starts.append(start)
     if docs:
@@ -139,7 +168,9 @@ def _by_paragraph(
         progress.corrupt(line, broken)
 
 
-def _whole_file(stream: SourceStream, progress: FileProgress) -> Iterator[RecordBatch]:
+def _whole_file(
+    stream: SourceStream, progress: FileProgress, decode: Decoder
+) -> Iterator[RecordBatch]:
     """The whole file is one document by definition, so it is the one read that is not bounded."""
     path, report = progress.path, progress.report
     try:
@@ -150,7 +181,9 @@ def _whole_file(stream: SourceStream, progress: FileProgress) -> Iterator[Record
     offset = 0
     if data.startswith(BOM):
         data, offset = data[len(BOM) :], len(BOM)
-    text = decode_block(data, b"\r" in data, offset, 1, path, report)
+    text = decode(data, b"\r" in data, offset, 1)
+    if decode.dropped:
+        return
     if not text or text.isspace():
         report.skip("empty_document", path, 1)
         return

@@ -73,20 +73,22 @@ def normalize_newlines(block: bytes) -> bytes:
     return block.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
-def invalid_utf8_positions(data: bytes, final: bool = True) -> Iterator[int]:
-    """Offsets in `data` where an invalid UTF-8 sequence starts.
+def invalid_positions(data: bytes, final: bool = True, encoding: str = "utf-8") -> Iterator[int]:
+    """Offsets in `data` where a sequence invalid in `encoding` starts.
 
     With `final=False` an incomplete sequence at the very end is not reported (more data follows).
     """
+    decode = codecs.getincrementaldecoder(encoding)().decode
     view = memoryview(data)
     pos = 0
     while pos < len(data):
         try:
-            codecs.utf_8_decode(view[pos:], "strict", final)
+            decode(view[pos:], final)
             return
         except UnicodeDecodeError as err:
             yield pos + err.start
             pos += err.end
+            decode = codecs.getincrementaldecoder(encoding)().decode
 
 
 def _line_breaks(block: bytes, start: int, end: int) -> int:
@@ -98,12 +100,14 @@ def _line_breaks(block: bytes, start: int, end: int) -> int:
     )
 
 
-def invalid_utf8_lines(block: bytes, offset: int, first_line: int) -> dict[int, int]:
+def invalid_lines(
+    block: bytes, offset: int, first_line: int, encoding: str = "utf-8"
+) -> dict[int, int]:
     """`{line: file offset of its first invalid byte}` for the raw (not CR-normalized) `block`."""
     found: dict[int, int] = {}
     line = first_line
     counted = 0
-    for pos in invalid_utf8_positions(block):
+    for pos in invalid_positions(block, True, encoding):
         # An invalid byte is never a line break, so no CRLF straddles `counted` or `pos`.
         line += _line_breaks(block, counted, pos)
         counted = pos
@@ -111,32 +115,73 @@ def invalid_utf8_lines(block: bytes, offset: int, first_line: int) -> dict[int, 
     return found
 
 
-def report_invalid_utf8(report: Report, path: str, bad: dict[int, int]) -> None:
-    """Count each line of `bad`; past the kept locations one call carries the rest of the count."""
-    room = max(0, MAX_LOCATIONS - len(report.locations.get("invalid_utf8", ())))
+def encoding_reason(encoding: str) -> str:
+    return "invalid_utf8" if encoding == "utf-8" else "invalid_encoding"
+
+
+def report_invalid_utf8(
+    report: Report,
+    path: str,
+    bad: dict[int, int],
+    reason: str = "invalid_utf8",
+    fatal: bool = False,
+) -> None:
+    """Count each line of `bad`; past the kept locations one call carries the rest of the count.
+
+    A repaired line is kept, so by default the count is not a problem (`fatal=False`); a line
+    dropped under `encoding_errors="skip"` is.
+    """
+    room = max(0, MAX_LOCATIONS - len(report.locations.get(reason, ())))
     items = sorted(bad.items())
     for line, position in items[:room]:
-        report.skip("invalid_utf8", path, line, detail=f"byte offset {position}")
+        report.skip(reason, path, line, detail=f"byte offset {position}", fatal=fatal)
     if len(items) > room:
         line, position = items[room]
         report.skip(
-            "invalid_utf8",
+            reason,
             path,
             line,
             count=len(items) - room,
             detail=f"byte offset {position}",
+            fatal=fatal,
         )
 
 
-def decode_block(
-    block: bytes, has_cr: bool, offset: int, first_line: int, path: str, report: Report
-) -> str:
-    """The block as text with LF line breaks; invalid bytes become U+FFFD, counted per line."""
-    data = normalize_newlines(block) if has_cr else block
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
+class Decoder:
+    """Decodes line-aligned blocks to text with LF line breaks, per `encoding_errors`.
+
+    `replace`: invalid bytes become U+FFFD and each line holding some is counted. `skip`: the
+    same, and those lines are left in `dropped` for the reader to drop (it clears the dict).
+    `raise`: a `DataError` names the first such line and its byte offset.
+    """
+
+    def __init__(self, path: str, report: Report, encoding: str = "utf-8", errors="replace"):
+        self.path = path
+        self.report = report
+        self.encoding = encoding
+        self.errors = errors
+        self.reason = encoding_reason(encoding)
+        self.dropped: dict[int, int] = {}
+
+    def __call__(self, block: bytes, has_cr: bool, offset: int, first_line: int) -> str:
+        data = normalize_newlines(block) if has_cr else block
+        try:
+            return data.decode(self.encoding)
+        except UnicodeDecodeError:
+            pass
         # CR and LF are ASCII, so normalizing does not change which lines hold invalid bytes;
         # offsets are taken from the raw block so they match the decompressed file.
-        report_invalid_utf8(report, path, invalid_utf8_lines(block, offset, first_line))
-        return data.decode("utf-8", "replace")
+        bad = invalid_lines(block, offset, first_line, self.encoding)
+        self.bad(bad)
+        return data.decode(self.encoding, "replace")
+
+    def bad(self, bad: dict[int, int]) -> None:
+        """Count (or raise for) the lines of `bad`, `{line: byte offset}`."""
+        if not bad:
+            return
+        if self.errors == "raise":
+            line, position = min(bad.items())
+            self.report.fail(self.reason, self.path, line, found=f"a bad byte at offset {position}")
+        report_invalid_utf8(self.report, self.path, bad, self.reason, self.errors == "skip")
+        if self.errors == "skip":
+            self.dropped.update(bad)
