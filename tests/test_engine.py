@@ -147,3 +147,16 @@ def test_real_medicalgpt_pretraining_text(tmp_path, qwen, medicalgpt):
     expected = "".join(f"{line}\n<|endoftext|>" for line in kept)
     assert expected.startswith(decoded)
     assert len(expected) - len(decoded) < 1024 * 4
+
+
+def test_each_iteration_is_a_fresh_identical_pass(tmp_path, qwen):
+    folder, texts = mixed_folder(tmp_path / "corpus")
+    stream = streampack.stream([folder], tokenizer=qwen, block_size=100, batch_bytes=2048)
+    passes, reports = [], []
+    for _ in range(3):
+        passes.append([block["input_ids"].tolist() for block in stream])
+        reports.append(stream.report)
+    assert passes[0] == passes[1] == passes[2]
+    for report in reports:
+        assert report["documents"] == len(texts)
+        assert report["tokens"] == report["blocks"] * 100 + report["dropped_tokens"]

@@ -164,3 +164,30 @@ def test_random_access_and_position_ids(tmp_path, qwen):
             assert np.array_equal(store[index][key], streamed[index][key]), (index, key)
     with pytest.raises(IndexError, match="out of range"):
         store[len(store)]
+
+
+def test_store_inside_the_corpus_is_not_read_back(tmp_path, qwen):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    _write_text(corpus / "a.txt", LINES[:50])
+    first = streampack.pack([corpus], corpus / "store", tokenizer=qwen, block_size=32)
+    again = streampack.pack(
+        [corpus], corpus / "store", tokenizer=qwen, block_size=32, overwrite=True
+    )
+    assert again["documents"] == first["documents"] == 50
+    assert again["skipped"] == {}
+    assert {"path": str(corpus / "store"), "reason": "token_store"} in again["files_skipped"]
+
+
+def test_store_folder_that_cannot_be_made(tmp_path, qwen):
+    source = _write_text(tmp_path / "a.txt", LINES[:5])
+    with pytest.raises(StoreError, match="cannot create the store folder"):
+        streampack.pack([source], source / "sub", tokenizer=qwen)
+
+
+def test_a_run_with_no_document_is_an_error(tmp_path, qwen):
+    source = tmp_path / "a.jsonl"
+    source.write_text('{"url": "u1", "n": 1}\n{"url": "u2", "n": 2}\n')
+    with pytest.raises(streampack.StreampackError, match=r"no documents read from .*missing_text"):
+        streampack.pack([source], tmp_path / "store", tokenizer=qwen, text_field="text")
+    assert not (tmp_path / "store" / "metadata.json").exists()

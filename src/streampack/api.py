@@ -7,6 +7,7 @@ from importlib.metadata import version
 
 from .config import PackConfig, ReadConfig, TokenizeConfig
 from .engine import Pipeline, peak_rss_mb
+from .errors import DataError
 from .pack import block_samples
 from .store import StoreWriter, choose_dtype
 from .tokenize import LoadedTokenizer
@@ -54,7 +55,9 @@ class BlockStream:
     """Iterating yields one block at a time as a dict of int64 numpy arrays of `block_size`:
     `input_ids`, `labels` (-100 on padding), `attention_mask` and, with `position_ids="reset"`,
     `position_ids`. `batches()` yields the same as 2-D arrays, one encoded batch at a time.
-    After (or during) iteration, `report` holds the run's counts.
+
+    Every iteration is a new pass over the sources (one epoch) that yields the same blocks; the
+    tokenizer is loaded once. `report` holds the counts of the latest pass.
     """
 
     def __init__(self, pipeline: Pipeline) -> None:
@@ -68,9 +71,18 @@ class BlockStream:
     def report(self) -> dict:
         return self.pipeline.report.as_dict()
 
+    def _fresh(self) -> Pipeline:
+        used = self.pipeline
+        if used.started:
+            self.pipeline = Pipeline(
+                used.sources, used.read, used.pack, used.tokenize, tokenizer=used.tokenizer
+            )
+        return self.pipeline
+
     def batches(self) -> Iterator[dict]:
-        with_positions = self.pipeline.pack.position_ids == "reset"
-        for batch in self.pipeline.blocks():
+        pipeline = self._fresh()
+        with_positions = pipeline.pack.position_ids == "reset"
+        for batch in pipeline.blocks():
             yield block_samples(batch, with_positions)
 
     def __iter__(self) -> Iterator[dict]:
@@ -199,6 +211,7 @@ def pack(
     try:
         for batch in pipeline.blocks():
             writer.write(batch)
+        _check_output(pipeline)
     except BaseException:
         writer.abort()
         raise
@@ -210,6 +223,27 @@ def pack(
     )
     writer.commit(_metadata(pipeline, report), report)
     return report
+
+
+def _check_output(pipeline: Pipeline) -> None:
+    """A run that packed nothing is an error, not an empty store; a run with no block, a warning."""
+    report = pipeline.report.as_dict()
+    if report["documents"] == 0:
+        skipped = report["skipped"]
+        if skipped:
+            counts = ", ".join(f"{reason} {entry['count']}" for reason, entry in skipped.items())
+            first = next(iter(skipped.values()))["first"][:1]
+            why = f"every record was skipped ({counts}); first at {first[0] if first else '?'}"
+        else:
+            why = "the sources hold no text"
+        raise DataError(f"no documents read from {', '.join(pipeline.sources)}: {why}")
+    if report["blocks"] == 0:
+        log.warning(
+            "all %d tokens fit in less than one block of %d and were dropped; use --remainder pad "
+            "or a smaller --block-size",
+            report["tokens"],
+            report["block_size"],
+        )
 
 
 def _metadata(pipeline: Pipeline, report: dict) -> dict:

@@ -415,10 +415,23 @@ def verify(store, no_checksums, as_json, quiet, verbose):
     default=None,
     help="Keep the demo store here (default: a temporary folder, removed after).",
 )
-@click.option("--block-size", type=click.IntRange(8, 1 << 20), default=256, show_default=True)
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True)
+@click.option(
+    "--block-size",
+    type=click.IntRange(1, 1 << 24),
+    default=256,
+    show_default=True,
+    help="Tokens per block (small, so the sample makes several).",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto uses quicktok where it is verified exact, else tokenizers.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a store already at --output.")
 @_common
-def demo(output, block_size, backend, quiet, verbose):
+def demo(output, block_size, backend, overwrite, quiet, verbose):
     """Pack the built-in sample of medical text with the built-in Qwen2.5 tokenizer.
 
     Prints the run's summary and the decoded start of the first block.
@@ -442,7 +455,7 @@ def demo(output, block_size, backend, quiet, verbose):
             block_size=block_size,
             backend=backend,
             remainder="pad",
-            overwrite=output is not None,
+            overwrite=overwrite,
         )
         blocks = TokenStore(store)
         click.echo(_summary(report))

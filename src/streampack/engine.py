@@ -145,8 +145,13 @@ class Pipeline:
         )
         self.seconds = 0.0
         self.first_block_seconds: float | None = None
+        self.started = False
 
     def blocks(self) -> Iterator[BlockBatch]:
+        """The run's block batches; a pipeline runs once (its packer and report are its state)."""
+        if self.started:
+            raise RuntimeError("this pipeline has already run; make a new one for another pass")
+        self.started = True
         started = time.perf_counter()
         reader = threaded(read_batches(self.files, self.read, self.report), READ_AHEAD, "reader")
         encoded = threaded(self.encoder.map(reader), ENCODE_AHEAD, "encoder")

@@ -151,3 +151,22 @@ def test_file_mode_truncated(tmp_path, read, codec):
     result = read(path, doc_mode="file")
     assert result.batches == []
     assert result.where("corrupt_compressed")[0].startswith(f"{path}:1: after 0 records: ")
+
+
+def test_truncated_gzip_keeps_the_records_up_to_the_damage(tmp_path, read):
+    import gzip
+    import zlib
+
+    lines = [f"line {i} " + "word " * 20 for i in range(20_000)]
+    data = gzip.compress("".join(f"{line}\n" for line in lines).encode())
+    path = tmp_path / "cut.txt.gz"
+    path.write_bytes(data[: len(data) // 2])
+    recoverable = zlib.decompressobj(wbits=31).decompress(data[: len(data) // 2]).count(b"\n")
+    result = read(path)
+    assert result.texts == [f"{line}\n" for line in lines[: len(result.texts)]]
+    # At most one 64 KiB read of ~108-byte lines is lost to the damage.
+    assert recoverable - len(result.texts) <= (64 << 10) // 100
+    assert len(result.texts) > 9_000
+    assert result.where("corrupt_compressed")[0].startswith(
+        f"{path}:{len(result.texts) + 1}: after {len(result.texts)} records: "
+    )

@@ -22,7 +22,7 @@ def test_jsonl_field_rule_and_skip_reasons(tmp_path, read):
         path,
         [
             {"text": "plain", "id": 1},  # 1
-            {"content": "only string", "n": 2},  # 2
+            {"content": "only string", "n": 2},  # 2: the file's field is "text", so missing
             {"a": "x", "b": "y"},  # 3: two strings, no "text"
             {"n": 1},  # 4: no string at all
             {"text": None, "other": "s"},  # 5: "text" present, so no fallback
@@ -37,16 +37,16 @@ def test_jsonl_field_rule_and_skip_reasons(tmp_path, read):
         ],
     )
     result = read(path)
-    assert result.texts == ["plain", "only string", "last"]
-    assert result.lines == [1, 2, 13]
+    assert result.texts == ["plain", "last"]
+    assert result.lines == [1, 13]
     assert result.skipped() == {
-        "missing_text_field": 2,
+        "missing_text_field": 3,
         "non_string_text": 2,
         "not_an_object": 2,
         "invalid_json": 1,
         "empty_document": 1,
     }
-    assert result.where("missing_text_field") == [f"{path}:3", f"{path}:4"]
+    assert result.where("missing_text_field") == [f"{path}:2", f"{path}:3", f"{path}:4"]
     assert result.where("non_string_text") == [f"{path}:5", f"{path}:6"]
     assert result.where("not_an_object") == [f"{path}:7", f"{path}:12"]
     assert result.where("empty_document") == [f"{path}:11"]
@@ -116,11 +116,11 @@ def test_json_array_is_streamed_with_element_numbers(tmp_path, read):
     ]
     path.write_text(json.dumps(elements, indent=2))
     result = read(path)
-    assert result.texts == ["e1", "only", "e7"]
-    assert result.lines == [1, 2, 7]
+    assert result.texts == ["e1", "e7"]
+    assert result.lines == [1, 7]
     assert result.where("not_an_object") == [f"{path}:3"]
     assert result.where("non_string_text") == [f"{path}:4"]
-    assert result.where("missing_text_field") == [f"{path}:5"]
+    assert result.where("missing_text_field") == [f"{path}:2", f"{path}:5"]
     assert result.where("empty_document") == [f"{path}:6"]
 
 
@@ -187,3 +187,13 @@ def test_format_option_reads_json_lines_from_any_name(tmp_path, read):
     path = tmp_path / "records.log"
     write_lines(path, [{"text": "x"}])
     assert read(path, format="jsonl").texts == ["x"]
+
+
+def test_only_string_field_is_chosen_once_per_file(tmp_path, read):
+    # No record has "text": the first record's only string field is the file's field, and a
+    # record without it is counted, never read from its own single string field (a url here).
+    path = tmp_path / "a.jsonl"
+    write_lines(path, [{"body": "first", "n": 1}, {"url": "http://x"}, {"body": "third"}])
+    result = read(path)
+    assert result.texts == ["first", "third"]
+    assert result.where("missing_text_field") == [f"{path}:2"]

@@ -34,6 +34,8 @@ MAGIC_BYTES = max(len(magic) for magic, _ in MAGIC)
 
 # What the decompressors raise on truncated or damaged input (gzip.BadGzipFile is an OSError).
 _CODEC_ERRORS = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError)
+# Decompressed bytes per read from gzip, bz2 and xz: what a broken stream can lose at most.
+_PIECE_BYTES = 64 << 10
 
 # Compressed bytes fed to zstd per step: its recommended input size, so one step's output stays
 # within a few MB at corpus compression ratios.
@@ -113,18 +115,40 @@ class SourceStream:
         self.codec = codec
         self._raw = raw
         self._inner = inner
+        self._broken: CorruptStream | None = None
 
     @property
     def position(self) -> int:
         return self._raw.tell()
 
     def read(self, size: int = -1) -> bytes:
+        if self._broken is not None:
+            raise self._broken
+        if self.codec in ("none", "zstd"):
+            try:
+                return self._inner.read(size)
+            except _CODEC_ERRORS as err:
+                if self.codec == "none":
+                    raise SourceError(f"{self.path}: read failed: {err}") from err
+                raise CorruptStream(str(err) or type(err).__name__) from err
+        # gzip, bz2 and xz discard the whole call's output when the data breaks, so a large read
+        # would lose every record of its last few MB: read in small pieces, hand over the pieces
+        # that decompressed, and raise at the next read.
+        want = sys.maxsize if size is None or size < 0 else size
+        pieces: list[bytes] = []
+        got = 0
         try:
-            return self._inner.read(size)
+            while got < want:
+                piece = self._inner.read(min(_PIECE_BYTES, want - got))
+                if not piece:
+                    break
+                pieces.append(piece)
+                got += len(piece)
         except _CODEC_ERRORS as err:
-            if self.codec == "none":
-                raise SourceError(f"{self.path}: read failed: {err}") from err
-            raise CorruptStream(str(err) or type(err).__name__) from err
+            self._broken = CorruptStream(str(err) or type(err).__name__)
+            if not pieces:
+                raise self._broken from err
+        return b"".join(pieces)
 
 
 @contextmanager

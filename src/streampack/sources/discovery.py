@@ -63,6 +63,14 @@ def _is_glob(source: str) -> bool:
     return not _GLOB_CHARS.isdisjoint(source)
 
 
+def _is_token_store(names: list[str]) -> bool:
+    """A folder holding streampack shards, whole or partial."""
+    return any(
+        name.startswith("shard-") and name.endswith((".tokens", ".tokens.partial"))
+        for name in names
+    )
+
+
 def _walk(folder: str, report: Report) -> list[str]:
     """Files under `folder`, sorted by path; hidden files and folders are reported, not entered."""
     found = []
@@ -71,6 +79,11 @@ def _walk(folder: str, report: Report) -> list[str]:
         report.skip_file(error.filename or folder, "unreadable")
 
     for root, dirs, files in os.walk(folder, onerror=unreadable):
+        if _is_token_store(files):
+            # A store written inside the corpus (`-o corpus/store`) is output, never input.
+            report.skip_file(root, "token_store")
+            dirs[:] = []
+            continue
         for name in sorted(dirs):
             if name.startswith("."):
                 report.skip_file(os.path.join(root, name), "hidden")
@@ -160,7 +173,7 @@ def discover(
             f"no readable files in {', '.join(names)}"
             + (f"; skipped {len(skipped)} ({what})" if skipped else "; the folders are empty")
             + (
-                "; pass format= to read files with other extensions"
+                "; pass --format (format= in Python) to read files with other extensions"
                 if reasons.get("unknown_format")
                 else ""
             )

@@ -1,7 +1,9 @@
 """Which field of a record holds the text.
 
-The rule, for JSON objects per record and for parquet and CSV once per file: the configured
-`text_field` if there is one; else `text`; else the only string-valued field, if exactly one.
+The rule, decided once per file (from the first record of JSON, from the schema or header of
+parquet and CSV): the configured `text_field` if there is one; else `text`; else the only
+string-valued field, if exactly one. A later record without that field is counted as missing,
+never read from another field: a stray `url` or `id` must not become a training document.
 """
 
 from collections.abc import Sequence
@@ -33,3 +35,11 @@ def choose_column(names: Sequence[str], string_names: Sequence[str], text_field:
     if len(string_names) == 1:
         return string_names[0]
     return None
+
+
+def first_record_field(obj: dict) -> str:
+    """The text field of a JSON file with no configured field, from its first record."""
+    if "text" in obj:
+        return "text"
+    names = [name for name, value in obj.items() if type(value) is str]
+    return names[0] if len(names) == 1 else "text"

@@ -15,7 +15,7 @@ from ..config import ReadConfig
 from ..records import RecordBatch
 from ..report import Report
 from .compression import CorruptStream, SourceStream
-from .fields import MISSING, only_string
+from .fields import MISSING, first_record_field, only_string
 from .progress import FileProgress
 from .textio import (
     Decoder,
@@ -194,6 +194,8 @@ def _objects_by_line(
                     if decode.dropped:
                         decode.dropped.clear()
                         continue
+                if fallback and type(obj) is dict:
+                    key, fallback = first_record_field(obj), False
                 # The common case inline; every other one goes through `_text_of`.
                 if type(obj) is dict:
                     if fields is not None:
@@ -327,6 +329,8 @@ def _array(
             index += 1
             if fields is not None and type(obj) is dict:
                 count_fields(fields, obj)
+            if fallback and type(obj) is dict:
+                key, fallback = first_record_field(obj), False
             value = _text_of(obj, key, fallback, report, path, index)
             if value is None:
                 continue

@@ -175,6 +175,9 @@ def _whole_file(
     path, report = progress.path, progress.report
     try:
         data = stream.read()
+        # A broken stream hands over what decompressed and raises on the next read: a cut file
+        # is not a whole document.
+        stream.read(1)
     except CorruptStream as err:
         progress.corrupt(1, err)
         return

@@ -96,9 +96,17 @@ class TokenStore(Sequence):
             raise IndexError(f"block {index} out of range for a store of {count} blocks")
         return index % count if index < 0 else index
 
+    def __repr__(self) -> str:
+        return (
+            f"TokenStore({str(self.path)!r}: {len(self)} blocks of {self.block_size}, "
+            f"{self.dtype.name}, tokenizer {self.metadata['tokenizer']['name']})"
+        )
+
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
+        if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+            raise TypeError(f"block index must be an integer or a slice, found {index!r}")
         index = self._check(int(index))
         shard = self._shard_of(index)
         ends = self._doc_ends(shard)

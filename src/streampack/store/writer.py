@@ -80,7 +80,12 @@ class StoreWriter:
                 )
             for entry in ours:
                 entry.unlink()
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(
+                f"{self.path}: cannot create the store folder ({error.strerror or error})"
+            ) from None
 
     def _open_shard(self) -> None:
         self._shard = layout.shard_name(len(self.shards))

@@ -108,9 +108,21 @@ def load_tokenizer(spec: str | os.PathLike | None = None, eos_token: str | None 
         name, quicktok_encoding = BUILTIN_NAME, "qwen3"
     else:
         name = str(spec)
+        if not os.path.exists(spec) and _looks_like_path(name):
+            raise TokenizerError(f"no such tokenizer file or folder: {name}")
         path, config = _resolve(Path(spec) if os.path.exists(spec) else None, name)
         quicktok_encoding = None
     return _finish(name, path, config, eos_token, quicktok_encoding)
+
+
+def _looks_like_path(name: str) -> bool:
+    """A hub id is `owner/name`; anything else with a separator or a file suffix is a path."""
+    return (
+        name.startswith((".", "/", "~"))
+        or name.endswith(".json")
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+    )
 
 
 def _resolve(local: Path | None, name: str) -> tuple[Path, dict]:
@@ -152,6 +164,13 @@ def _read_config(folder: Path) -> dict:
 
 def _convert_with_transformers(folder: Path) -> Path:
     """A folder with only a slow tokenizer: let transformers convert it, and cache the result."""
+    known = ("tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model", "vocab.txt")
+    if not any((folder / name).is_file() for name in known):
+        raise TokenizerError(
+            f"{folder}: no tokenizer here (expected tokenizer.json, or tokenizer_config.json with "
+            f"the files of a slow tokenizer)"
+        )
+    _quiet_transformers()
     try:
         from transformers import AutoTokenizer
 
@@ -191,7 +210,7 @@ def _finish(name, path, config, eos_token, quicktok_encoding) -> LoadedTokenizer
     if eos_id is None:
         raise TokenizerError(
             f"{path}: cannot find the end-of-document token (tried {', '.join(candidates)}); "
-            f"pass --eos-token with a token of this vocabulary"
+            f"pass --eos-token with a special token of this vocabulary"
         )
     pad_text = _token_content(config.get("pad_token"))
     pad_id = hf.token_to_id(pad_text) if pad_text else None
@@ -250,7 +269,13 @@ def builtin_tokenizer_json() -> Path:
     return target
 
 
+def _quiet_transformers() -> None:
+    # transformers warns at import that PyTorch is missing; streampack uses no model code.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
 def _convert_ranks(ranks: Path, pattern: str, specials: list[str]):
+    _quiet_transformers()
     from tokenizers import normalizers
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
