@@ -191,3 +191,23 @@ def test_a_run_with_no_document_is_an_error(tmp_path, qwen):
     with pytest.raises(streampack.StreampackError, match=r"no documents read from .*missing_text"):
         streampack.pack([source], tmp_path / "store", tokenizer=qwen, text_field="text")
     assert not (tmp_path / "store" / "metadata.json").exists()
+
+
+def test_interrupted_overwrite_keeps_the_old_store(tmp_path, qwen, monkeypatch):
+    source = _write_text(tmp_path / "a.txt", LINES)
+    streampack.pack([source], tmp_path / "store", tokenizer=qwen, block_size=32)
+    before = (tmp_path / "store" / "shard-00000.tokens").read_bytes()
+
+    def interrupted(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(StoreWriter, "write", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        streampack.pack([source], tmp_path / "store", tokenizer=qwen, block_size=16, overwrite=True)
+    monkeypatch.undo()
+    assert verify_store(tmp_path / "store") == []
+    assert (tmp_path / "store" / "shard-00000.tokens").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "store"]
+    streampack.pack([source], tmp_path / "store", tokenizer=qwen, block_size=16, overwrite=True)
+    assert TokenStore(tmp_path / "store").block_size == 16
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "store"]

@@ -114,3 +114,18 @@ def test_missing_hub_id_says_it_never_downloads(monkeypatch, tmp_path):
 def test_eos_must_exist(tiny_tokenizer):
     with pytest.raises(TokenizerError, match="pass --eos-token"):
         load_tokenizer(str(tiny_tokenizer), eos_token="<|nope|>")
+
+
+def test_eos_must_be_a_special_token(tiny_tokenizer):
+    with pytest.raises(TokenizerError, match="is an ordinary token of the vocabulary"):
+        load_tokenizer(str(tiny_tokenizer), eos_token="fever")
+
+
+def test_path_that_does_not_exist_is_not_looked_up_in_the_hub_cache(tmp_path):
+    with pytest.raises(TokenizerError, match="no such tokenizer file or folder"):
+        load_tokenizer(str(tmp_path / "missing" / "tokenizer.json"))
+
+
+def test_folder_without_a_tokenizer(tmp_path):
+    with pytest.raises(TokenizerError, match="no tokenizer here"):
+        load_tokenizer(str(tmp_path))

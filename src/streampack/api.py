@@ -279,7 +279,7 @@ def _metadata(pipeline: Pipeline, report: dict) -> dict:
         "padded_tokens": report["padded_tokens"],
         "dropped_tokens": report["dropped_tokens"],
         "truncated_tokens": report["truncated_tokens"],
-        "skipped": sum(entry["count"] for entry in report["skipped"].values()),
+        "skipped_records": sum(entry["count"] for entry in report["skipped"].values()),
         "sources": pipeline.sources,
         "files": [{"path": f.path, "bytes": f.size} for f in pipeline.files],
     }

@@ -303,7 +303,7 @@ def main() -> None:
     type=click.IntRange(1),
     default=256,
     show_default=True,
-    help="Size of each token shard file.",
+    help="About this size per token shard file (a shard ends at a batch boundary).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_common
@@ -335,6 +335,9 @@ def pack(
     verbose,
 ):
     """Tokenize and pack SOURCE... (files, folders, globs) into a token store.
+
+    Exit codes: 0 done, 1 a problem with the data or the store (one line names it), 2 a usage
+    error, 130 interrupted (the store is left incomplete, or an old one as it was).
 
     \b
     Examples:
@@ -458,11 +461,12 @@ def demo(output, block_size, backend, overwrite, quiet, verbose):
             overwrite=overwrite,
         )
         blocks = TokenStore(store)
-        click.echo(_summary(report))
+        if not quiet:
+            click.echo(_summary(report) + "\n")
         if len(blocks):
             ids = blocks.block_tokens(0)[:16].tolist()
             text = blocks.decode(0, load_tokenizer(None))
-            click.echo(f"\nfirst block, ids {ids} ...")
+            click.echo(f"first block, ids {ids} ...")
             click.echo(f"first block, decoded start:\n{text[:300]}")
         if output is not None:
             click.echo(f"\nstore          {output}")

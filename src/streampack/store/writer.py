@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -52,6 +53,8 @@ class StoreWriter:
         shard_bytes: int = 256 << 20,
     ) -> None:
         self.path = Path(path)
+        # Where the finished store goes; `path` differs from it while an old store is replaced.
+        self.target = self.path
         self.block_size = block_size
         self.dtype = np.dtype(dtype)
         self.shard_bytes = shard_bytes
@@ -76,10 +79,13 @@ class StoreWriter:
             if ours and not overwrite:
                 raise StoreError(
                     f"{self.path}: a store (or an unfinished one) is already there; "
-                    f"pass --overwrite to replace it"
+                    f"pass --overwrite (overwrite=True in Python) to replace it"
                 )
-            for entry in ours:
-                entry.unlink()
+            if ours:
+                # The old store stays whole until the new one is complete: an interrupted
+                # --overwrite loses nothing.
+                self.path = self.target.with_name(f"{self.target.name}.replacing")
+                shutil.rmtree(self.path, ignore_errors=True)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -163,13 +169,23 @@ class StoreWriter:
         }
         write_atomic(self.path / layout.REPORT, _dumps(report))
         write_atomic(self.path / layout.METADATA, _dumps(metadata))
+        if self.path != self.target:
+            retired = self.target.with_name(f"{self.target.name}.retired")
+            shutil.rmtree(retired, ignore_errors=True)
+            os.replace(self.target, retired)
+            os.replace(self.path, self.target)
+            shutil.rmtree(retired, ignore_errors=True)
+            self.path = self.target
 
     def abort(self) -> None:
-        """Close without committing the open shard; its `.partial` file is removed."""
+        """Close without committing the open shard; its `.partial` file is removed, and so is
+        the whole new store when it was to replace an old one, which stays as it was."""
         if self._file is not None:
             self._file.close()
             self._file = None
             self._partial.unlink(missing_ok=True)
+        if self.path != self.target:
+            shutil.rmtree(self.path, ignore_errors=True)
 
 
 _OWN_FILES = {layout.METADATA, layout.REPORT, layout.METADATA + PARTIAL, layout.REPORT + PARTIAL}

@@ -212,6 +212,12 @@ def _finish(name, path, config, eos_token, quicktok_encoding) -> LoadedTokenizer
             f"{path}: cannot find the end-of-document token (tried {', '.join(candidates)}); "
             f"pass --eos-token with a special token of this vocabulary"
         )
+    if eos_id not in hf.get_added_tokens_decoder():
+        raise TokenizerError(
+            f"{path}: end-of-document token {hf.id_to_token(eos_id)!r} (id {eos_id}) is an "
+            f"ordinary token of the vocabulary, so text containing it could not be told from a "
+            f"document end; pass --eos-token with a special token of this tokenizer"
+        )
     pad_text = _token_content(config.get("pad_token"))
     pad_id = hf.token_to_id(pad_text) if pad_text else None
 
