@@ -15,40 +15,20 @@ from .tokenize import LoadedTokenizer
 log = logging.getLogger(__name__)
 
 
-def _configs(
-    tokenizer,
-    eos_token,
-    block_size,
-    packing,
-    remainder,
-    position_ids,
-    backend,
-    workers,
-    doc_mode,
-    text_field,
-    format,
-    batch_bytes,
-    bad_input,
-):
+def _pipeline(sources, tokenizer, settings: dict) -> Pipeline:
+    """A pipeline from the keyword settings of `stream` and `pack`, each sent to its config."""
     read = ReadConfig(
-        doc_mode=doc_mode,
-        text_field=text_field,
-        format=format,
-        batch_bytes=batch_bytes,
-        **bad_input,
+        **{name: settings[name] for name in ReadConfig.__dataclass_fields__ if name in settings}
     )
-    pack = PackConfig(
-        block_size=block_size, packing=packing, remainder=remainder, position_ids=position_ids
-    )
-    spec = None if isinstance(tokenizer, LoadedTokenizer) else tokenizer
-    tokenize = TokenizeConfig(
-        tokenizer=None if spec is None else str(spec),
-        backend=backend,
-        workers=workers,
-        eos_token=eos_token,
-    )
+    pack = PackConfig(**{name: settings[name] for name in PackConfig.__dataclass_fields__})
     loaded = tokenizer if isinstance(tokenizer, LoadedTokenizer) else None
-    return read, pack, tokenize, loaded
+    tokenize = TokenizeConfig(
+        tokenizer=None if tokenizer is None or loaded is not None else str(tokenizer),
+        backend=settings["backend"],
+        workers=settings["workers"],
+        eos_token=settings["eos_token"],
+    )
+    return Pipeline(sources, read, pack, tokenize, tokenizer=loaded)
 
 
 class BlockStream:
@@ -120,29 +100,8 @@ def stream(
     Bad records are counted in `report` (`on_error="skip"`) or stop the run with a `DataError`
     naming the file and line (`on_error="raise"`); see `ReadConfig` for the other settings.
     """
-    bad_input = dict(
-        on_error=on_error,
-        encoding=encoding,
-        encoding_errors=encoding_errors,
-        max_document_bytes=max_document_bytes,
-        oversize=oversize,
-    )
-    read, pack, tokenize, loaded = _configs(
-        tokenizer,
-        eos_token,
-        block_size,
-        packing,
-        remainder,
-        position_ids,
-        backend,
-        workers,
-        doc_mode,
-        text_field,
-        format,
-        batch_bytes,
-        bad_input,
-    )
-    return BlockStream(Pipeline(sources, read, pack, tokenize, tokenizer=loaded))
+    settings = dict(locals())
+    return BlockStream(_pipeline(settings.pop("sources"), settings.pop("tokenizer"), settings))
 
 
 def pack(
@@ -174,30 +133,9 @@ def pack(
 
     The settings are those of `stream`; nothing is committed when a `DataError` stops the run.
     """
+    settings = dict(locals())
     started = time.perf_counter()
-    bad_input = dict(
-        on_error=on_error,
-        encoding=encoding,
-        encoding_errors=encoding_errors,
-        max_document_bytes=max_document_bytes,
-        oversize=oversize,
-    )
-    read, pack_config, tokenize, loaded = _configs(
-        tokenizer,
-        eos_token,
-        block_size,
-        packing,
-        remainder,
-        position_ids,
-        backend,
-        workers,
-        doc_mode,
-        text_field,
-        format,
-        batch_bytes,
-        bad_input,
-    )
-    pipeline = Pipeline(sources, read, pack_config, tokenize, tokenizer=loaded)
+    pipeline = _pipeline(sources, tokenizer, settings)
     loaded = pipeline.tokenizer
     if on_progress is not None:
         pipeline.progress.listeners.append(on_progress)
