@@ -152,6 +152,14 @@ class Pipeline:
         if self.started:
             raise RuntimeError("this pipeline has already run; make a new one for another pass")
         self.started = True
+        log.info(
+            "packing %d files (%.1f MB) with %s on %d workers, blocks of %d",
+            len(self.files),
+            self.progress.total_bytes / 1e6,
+            self.encoder.name,
+            self.encoder.workers,
+            self.pack.block_size,
+        )
         started = time.perf_counter()
         reader = threaded(read_batches(self.files, self.read, self.report), READ_AHEAD, "reader")
         encoded = threaded(self.encoder.map(reader), ENCODE_AHEAD, "encoder")
@@ -174,6 +182,13 @@ class Pipeline:
             self.encoder.close()
             self.seconds = time.perf_counter() - started
             self._fill_report()
+            log.info(
+                "read %d documents, %d tokens, %d blocks in %.2f s",
+                self.packer.documents,
+                self.packer.tokens,
+                self.packer.blocks,
+                self.seconds,
+            )
 
     @property
     def _frame(self) -> int:
