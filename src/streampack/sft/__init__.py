@@ -1,0 +1,54 @@
+"""SFT and preference data: records → conversations → template segments → ids and label masks.
+
+```
+records ──► Conversation / PreferencePair ──► segments ──► Sample ──► batches
+(formats.py: ShareGPT,   (role-order policy,  (templates.py:  (encode.py:   (collate.py:
+ OpenAI, Alpaca, tools,   named fixes and      markers and     ids, labels,  padding by
+ preference pairs)        rejections)          trainable)      max_length)   position)
+```
+"""
+
+from .collate import length_grouped_batches, pad_batch, padding_ratio
+from .encode import (
+    NO_ANSWER_TOKEN,
+    Sample,
+    check_template,
+    encode_conversation,
+    encode_preference,
+)
+from .formats import (
+    FIX_ACTIONS,
+    REJECT_REASONS,
+    ROLE_ALIASES,
+    Conversation,
+    PreferencePair,
+    RecordRejected,
+    Turn,
+    parse_record,
+    parse_records,
+)
+from .templates import TEMPLATES, Segment, Template, get_template
+
+__all__ = [
+    "FIX_ACTIONS",
+    "NO_ANSWER_TOKEN",
+    "REJECT_REASONS",
+    "ROLE_ALIASES",
+    "TEMPLATES",
+    "Conversation",
+    "PreferencePair",
+    "RecordRejected",
+    "Sample",
+    "Segment",
+    "Template",
+    "Turn",
+    "check_template",
+    "encode_conversation",
+    "encode_preference",
+    "get_template",
+    "length_grouped_batches",
+    "pad_batch",
+    "padding_ratio",
+    "parse_record",
+    "parse_records",
+]
