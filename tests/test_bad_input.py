@@ -127,11 +127,16 @@ def test_invalid_utf8_replace_skip_raise(tmp_path):
     path.write_bytes(b"good\nba\xffd\nalso good\n")
     texts, _, report = read(path)
     assert texts == ["good\n", "ba\ufffdd\n", "also good\n"]
-    assert report.locations["invalid_utf8"] == [f"{path}:2: byte offset 7"]
-    assert report.problems == 0
+    # Kept after the repair, so counted as repaired, not as skipped.
+    assert report.repaired_locations["invalid_utf8"] == [f"{path}:2: byte offset 7"]
+    assert report.problems == 0 and not report.skipped
+    assert report.as_dict()["repaired"] == {
+        "invalid_utf8": {"count": 1, "first": [f"{path}:2: byte offset 7"]}
+    }
     texts, lines, report = read(path, encoding_errors="skip")
     assert (texts, lines) == (["good\n", "also good\n"], [1, 3])
     assert dict(report.skipped) == {"invalid_utf8": 1} and report.problems == 1
+    assert not report.repaired
     with pytest.raises(DataError, match=r"x.txt:2: invalid UTF-8 .*offset 7\)$"):
         read(path, encoding_errors="raise")
 
@@ -178,7 +183,8 @@ def test_oversize_split_and_skip(tmp_path):
     assert texts[0] == "small" and "".join(texts[1:]) == big
     assert all(len(text.encode()) <= 64 for text in texts)
     assert lines == [1] + [2] * (len(texts) - 1)
-    assert report.skipped["document_split"] == len(texts) - 1 and report.problems == 0
+    assert report.repaired["document_split"] == len(texts) - 1 and report.problems == 0
+    assert report.as_dict()["skipped"] == {}
     texts, lines, report = read(path, max_document_bytes=64, oversize="skip")
     assert (texts, lines) == (["small"], [1])
     assert report.locations["document_too_large"] == [f"{path}:2: 207 bytes, cap 64"]
@@ -201,7 +207,7 @@ def test_a_30_mb_line_is_read_whole(tmp_path):
     texts, lines, report = read(path, max_document_bytes=8 << 20)
     assert texts[0] == "small\n" and lines[0] == 1
     assert sum(map(len, texts[1:])) == 30 << 20 and set(lines[1:]) == {2}
-    assert report.skipped["document_split"] == 4
+    assert report.repaired["document_split"] == 4 and not report.skipped
 
 
 def test_truncated_gzip_keeps_records_and_names_the_count(tmp_path):
@@ -250,3 +256,27 @@ def test_unreadable_file_is_listed(tmp_path):
     (tmp_path / "ok.txt").write_text("ok\n")
     _, _, report = read(tmp_path)
     assert report.files_skipped == [{"path": str(path), "reason": "unreadable"}]
+
+
+def test_field_types_in_the_report_only_when_a_type_changes(tmp_path):
+    folder = tmp_path / "c"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text('{"text": "one", "id": 1}\n{"text": "", "id": 2}\n')
+    (folder / "b.jsonl").write_text('{"text": 5, "id": "x"}\n{"text": "two"}\n{"text": null}\n')
+    (folder / "c.json").write_text('[{"text": ["x"]}, {"text": "three"}]')
+    # pack's cheap form: only the text field, from what the reader counts anyway.
+    texts, _, report = read(folder)
+    assert texts == ["one", "two", "three"]
+    assert report.as_dict()["field_types"] == {
+        "text": {"array": 1, "null": 1, "number": 1, "string": 4}
+    }
+    # With every field collected (validate), a field that changes between files shows too.
+    texts, _, report = read(folder, collect_fields=True)
+    assert report.as_dict()["field_types"] == {
+        "id": {"number": 2, "string": 1},
+        "text": {"array": 1, "null": 1, "number": 1, "string": 4},
+    }
+    (folder / "b.jsonl").unlink()
+    (folder / "c.json").unlink()
+    assert "field_types" not in read(folder)[2].as_dict()
+    assert "field_types" not in read(folder, collect_fields=True)[2].as_dict()

@@ -72,3 +72,18 @@ def test_cli_exit_codes_and_json(tmp_path):
     clean.write_text("fine\n")
     assert run(clean).returncode == 0
     assert run(clean, "--on-error", "nope").returncode == 2
+
+
+def test_repaired_records_are_used_and_apart_from_bad_ones(tmp_path):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"good\nba\xffd\n")
+    result = validate(path)
+    # A replaced byte is no problem: the record is a document, listed under repaired.
+    assert result["ok"] and result["problems"] == 0 and result["skipped"] == {}
+    [entry] = result["files"]
+    assert (entry["records"], entry["documents"], entry["bad"]) == (2, 2, {})
+    where = [f"{path}:2: byte offset 7"]
+    assert entry["repaired"] == {"invalid_utf8": {"count": 1, "first": where}}
+    assert result["repaired"] == {"invalid_utf8": {"count": 1, "first": where}}
+    strict = validate(path, encoding_errors="skip")
+    assert not strict["ok"] and strict["problems"] == 1 and strict["repaired"] == {}

@@ -252,13 +252,17 @@ def _summary(report: dict) -> str:
     ]
     if report.get("truncated_tokens"):
         lines.append(f"truncated      {report['truncated_tokens']:,} tokens")
-    skipped = report["skipped"]
-    if skipped:
-        total = sum(entry["count"] for entry in skipped.values())
-        lines.append(f"skipped        {total:,} records")
-        for reason, entry in skipped.items():
-            first = entry["first"][0] if entry["first"] else ""
-            lines.append(f"  {reason:<22} {entry['count']:>8,}  first at {first}")
+    for section, label in (("skipped", "not used"), ("repaired", "kept after a repair")):
+        counts = report.get(section) or {}
+        if counts:
+            total = sum(entry["count"] for entry in counts.values())
+            lines.append(f"{section:<14} {total:,} records ({label})")
+            for reason, entry in counts.items():
+                first = entry["first"][0] if entry["first"] else ""
+                lines.append(f"  {reason:<22} {entry['count']:>8,}  first at {first}")
+    for field_name, types in (report.get("field_types") or {}).items():
+        mixed = ", ".join(f"{kind} {count:,}" for kind, count in types.items())
+        lines.append(f"field {field_name!r} changes type: {mixed}")
     if report.get("files_skipped"):
         lines.append(f"files skipped  {len(report['files_skipped'])} (see report.json)")
     lines += [

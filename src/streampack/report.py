@@ -1,8 +1,10 @@
 """One report per run: every stage adds its counts here, and `report.json` is its dictionary.
 
 Every record that is read is either used or counted here under one of `REASONS`, with its first
-`file:line` locations. With `on_error="raise"` the first record counted under a problem reason
-raises a `DataError` instead, so both modes share one code path in the readers.
+`file:line` locations: in `skipped` when it was not used, in `repaired` when it was used after a
+repair (invalid bytes replaced, a document split). With `on_error="raise"` the first record
+counted under a problem reason raises a `DataError` instead, so both modes share one code path in
+the readers.
 """
 
 import threading
@@ -28,8 +30,9 @@ REASONS = {
     "document_too_large": ("document larger than --max-document-bytes", "a smaller document"),
     "document_split": ("document split at --max-document-bytes", "a smaller document"),
 }
-# Counted for information, never a problem: the documents an oversize one was split into.
-INFORMATIONAL = frozenset({"document_split"})
+# Fields whose JSON types are tracked across files for `field_types`: a corpus whose records
+# carry arbitrary keys (ids as keys) must not grow the report without bound.
+MAX_TRACKED_FIELDS = 256
 
 
 def problem_message(reason: str, where: str, found: str) -> str:
@@ -37,6 +40,38 @@ def problem_message(reason: str, where: str, found: str) -> str:
     what, expected = REASONS.get(reason, (reason.replace("_", " "), "a usable record"))
     found = " ".join(found.split()) or "otherwise"
     return f"{where}: {what} (expected {expected}, found {found})"
+
+
+class _Counts:
+    """Records under each reason: totals, first locations, and per file (for `validate`)."""
+
+    def __init__(self) -> None:
+        self.count: dict[str, int] = defaultdict(int)
+        self.locations: dict[str, list[str]] = defaultdict(list)
+        # path -> reason -> [count, first locations], for per-file tables.
+        self.by_file: dict[str, dict[str, list]] = defaultdict(dict)
+
+    def add(self, reason: str, path: str, where: str, count: int) -> None:
+        self.count[reason] += count
+        kept = self.locations[reason]
+        if len(kept) < MAX_LOCATIONS:
+            kept.append(where)
+        per_file = self.by_file[path].setdefault(reason, [0, []])
+        per_file[0] += count
+        if len(per_file[1]) < MAX_FILE_LOCATIONS:
+            per_file[1].append(where)
+
+    def as_dict(self) -> dict:
+        return {
+            reason: {"count": count, "first": list(self.locations[reason])}
+            for reason, count in sorted(self.count.items())
+        }
+
+    def of_file(self, path: str) -> dict:
+        return {
+            reason: {"count": count, "first": list(first)}
+            for reason, (count, first) in sorted(self.by_file.get(path, {}).items())
+        }
 
 
 class Report:
@@ -48,16 +83,22 @@ class Report:
     def __init__(self, on_error: str = "skip") -> None:
         self._lock = threading.Lock()
         self.on_error = on_error
-        self.skipped: dict[str, int] = defaultdict(int)
-        self.locations: dict[str, list[str]] = defaultdict(list)
+        self._skipped = _Counts()
+        self._repaired = _Counts()
+        # The dicts of `skipped`, kept as attributes since readers and tests look at them.
+        self.skipped = self._skipped.count
+        self.locations = self._skipped.locations
+        self.by_file = self._skipped.by_file
+        self.repaired = self._repaired.count
+        self.repaired_locations = self._repaired.locations
         self.files: dict[str, dict] = {}
         self.files_skipped: list[dict] = []
         self.values: dict = {}
-        # Records counted under a problem reason (not informational, not tolerated blank lines).
+        # Records counted under a problem reason (not tolerated blank lines, not repairs).
         self.problems = 0
-        # path -> reason -> [count, first locations], for per-file tables.
-        self.by_file: dict[str, dict[str, list]] = defaultdict(dict)
         self.file_problems: dict[str, int] = defaultdict(int)
+        # field -> JSON type -> records, over all files; see `add_field_types`.
+        self._field_types: dict[str, dict[str, int]] = {}
 
     def skip(
         self,
@@ -72,27 +113,30 @@ class Report:
         """Count `count` records not used, under `reason`, at `path:line`.
 
         `found` describes the bad value for a `DataError`; `fatal=False` marks a count that is not
-        a problem (a blank line between the documents of a text file, a repaired character), so
-        it never raises and `validate` does not call the file unclean for it.
+        a problem (a blank line between the documents of a text file), so it never raises and
+        `validate` does not call the file unclean for it.
         """
         where = path if line is None else f"{path}:{line}"
-        problem = fatal and reason not in INFORMATIONAL
-        if problem and self.on_error == "raise":
+        if fatal and self.on_error == "raise":
             raise DataError(problem_message(reason, where, found or detail))
         if detail:
             where = f"{where}: {detail}"
         with self._lock:
-            self.skipped[reason] += count
-            if problem:
+            self._skipped.add(reason, path, where, count)
+            if fatal:
                 self.problems += count
                 self.file_problems[path] += count
-            kept = self.locations[reason]
-            if len(kept) < MAX_LOCATIONS:
-                kept.append(where)
-            per_file = self.by_file[path].setdefault(reason, [0, []])
-            per_file[0] += count
-            if len(per_file[1]) < MAX_FILE_LOCATIONS:
-                per_file[1].append(where)
+
+    def repair(
+        self, reason: str, path: str, line: int | None = None, count: int = 1, detail: str = ""
+    ) -> None:
+        """Count `count` records that were used after a repair (bytes replaced by U+FFFD, a
+        document split into `count` documents); never a problem, never raises."""
+        where = path if line is None else f"{path}:{line}"
+        if detail:
+            where = f"{where}: {detail}"
+        with self._lock:
+            self._repaired.add(reason, path, where, count)
 
     def fail(self, reason: str, path: str, line: int | None = None, found: str = ""):
         """Raise the `DataError` of `reason` whatever `on_error` is (`--encoding-errors raise`)."""
@@ -111,19 +155,49 @@ class Report:
         with self._lock:
             self.files_skipped.append({"path": path, "reason": reason})
 
+    def add_field_types(self, fields: dict[str, dict[str, int]]) -> None:
+        """Add one file's `{field: {JSON type: records}}`; at most `MAX_TRACKED_FIELDS` names."""
+        with self._lock:
+            tracked = self._field_types
+            for name, types in fields.items():
+                known = tracked.get(name)
+                if known is None:
+                    if len(tracked) >= MAX_TRACKED_FIELDS:
+                        continue
+                    known = tracked[name] = {}
+                for kind, count in types.items():
+                    known[kind] = known.get(kind, 0) + count
+
+    def skipped_in(self, path: str) -> dict:
+        """`{reason: {count, first}}` of the records of `path` that were not used."""
+        with self._lock:
+            return self._skipped.of_file(path)
+
+    def repaired_in(self, path: str) -> dict:
+        """`{reason: {count, first}}` of the records of `path` used after a repair."""
+        with self._lock:
+            return self._repaired.of_file(path)
+
     @property
     def skipped_total(self) -> int:
         return sum(self.skipped.values())
 
     def as_dict(self) -> dict:
         with self._lock:
-            skipped = {
-                reason: {"count": count, "first": list(self.locations[reason])}
-                for reason, count in sorted(self.skipped.items())
-            }
-            return {
+            out = {
                 **self.values,
-                "skipped": skipped,
+                "skipped": self._skipped.as_dict(),
+                "repaired": self._repaired.as_dict(),
                 "files": list(self.files.values()),
                 "files_skipped": list(self.files_skipped),
             }
+            # Null aside (a null text field is counted as non_string_text already), a field seen
+            # with two types is worth a look; the key is there only when that happened.
+            changed = {
+                name: dict(sorted(types.items()))
+                for name, types in sorted(self._field_types.items())
+                if len(set(types) - {"null"}) > 1
+            }
+            if changed:
+                out["field_types"] = changed
+            return out

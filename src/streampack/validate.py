@@ -99,7 +99,7 @@ def validate(
     encoding: str = "utf-8",
     encoding_errors: str = "replace",
 ) -> dict:
-    """Read `sources` without tokenizing; returns `{"ok", "files", "skipped", ...}`.
+    """Read `sources` without tokenizing; returns `{"ok", "files", "skipped", "repaired", ...}`.
 
     `ok` is False when a record was counted as a problem or a file could not be read. With
     `on_error="raise"` the first problem raises a `DataError` instead.
@@ -128,10 +128,6 @@ def validate(
     for file in files:
         entry = report.files.get(file.path, {"path": file.path, "documents": 0})
         fields = entry.get("fields")
-        bad = {
-            reason: {"count": count, "first": first}
-            for reason, (count, first) in sorted(report.by_file.get(file.path, {}).items())
-        }
         entries.append(
             {
                 "path": file.path,
@@ -141,7 +137,9 @@ def validate(
                 "records": entry["documents"] + report.file_problems.get(file.path, 0),
                 "documents": entry["documents"],
                 "problems": report.file_problems.get(file.path, 0),
-                "bad": bad,
+                # Records not used, and records used after a repair (replaced bytes, splits).
+                "bad": report.skipped_in(file.path),
+                "repaired": report.repaired_in(file.path),
                 "fields": fields,
                 "type_changes": _type_changes(fields) if fields else [],
                 "length_chars": lengths[file.path].as_dict(),
@@ -149,12 +147,14 @@ def validate(
         )
     bad_files = [entry for entry in report.files_skipped if entry["reason"] in PROBLEM_FILES]
     log.info("validated %d files: %d problem records", len(files), report.problems)
+    summary = report.as_dict()
     return {
         "ok": not report.problems and not bad_files,
         "sources": names,
         "problems": report.problems,
         "files": entries,
-        "skipped": report.as_dict()["skipped"],
+        "skipped": summary["skipped"],
+        "repaired": summary["repaired"],
         "files_skipped": list(report.files_skipped),
         "fields_across_files": _across_files(entries),
     }

@@ -30,6 +30,12 @@ class Read:
     def where(self, reason: str) -> list[str]:
         return list(self.report.locations.get(reason, []))
 
+    def repaired(self) -> dict[str, int]:
+        return {reason: count for reason, count in self.report.repaired.items() if count}
+
+    def repaired_at(self, reason: str) -> list[str]:
+        return list(self.report.repaired_locations.get(reason, []))
+
 
 @pytest.fixture
 def read():

@@ -72,9 +72,10 @@ def test_jsonl_invalid_utf8_is_replaced_and_counted(tmp_path, read):
     assert result.lines == [1, 2]
     assert data.index(b"\xff") == 27
     # Line 3 is dropped as invalid JSON, so its bytes are not counted as repaired as well.
-    assert result.where("invalid_utf8") == [f"{path}:2: byte offset 27"]
+    assert result.repaired_at("invalid_utf8") == [f"{path}:2: byte offset 27"]
     assert result.where("invalid_json")[0].startswith(f"{path}:3: ")
-    assert result.skipped() == {"invalid_utf8": 1, "invalid_json": 1}
+    assert result.skipped() == {"invalid_json": 1}
+    assert result.repaired() == {"invalid_utf8": 1}
 
 
 def test_jsonl_keeps_unicode_line_separators_inside_strings(tmp_path, read):
@@ -134,14 +135,67 @@ def test_json_array_in_batches(tmp_path, read):
     assert len(result.batches) >= 20
 
 
-def test_malformed_json_array_keeps_elements_before(tmp_path, read):
+def test_malformed_json_array_element_is_counted_and_passed_over(tmp_path, read):
     path = tmp_path / "a.json"
-    path.write_bytes(b'[{"text": "a"}, {"text": "b"}, {"text": oops}, {"text": "d"}]')
+    path.write_bytes(b'[{"text":"ok1"},{"text":"ok2"},{"text": oops},{"text":"ok4"}]')
     result = read(path)
-    assert result.texts == ["a", "b"]
+    assert result.texts == ["ok1", "ok2", "ok4"]
+    assert result.lines == [1, 2, 4]
     assert result.skipped() == {"invalid_json": 1}
     [where] = result.where("invalid_json")
-    assert where.startswith(f"{path}:3: ")
+    assert where.startswith(f"{path}:3: unexpected character")
+
+
+@pytest.mark.parametrize(
+    "body, texts, lines, bad",
+    [
+        # Brackets and commas inside strings, escaped quotes, nesting, numbers and literals.
+        (
+            b'{"text":"a,]}\\"["}, {"x": oops, "n": [1, {"m": "]"}]}, {"text":"b"}, {"text":"c"}',
+            ['a,]}"[', "b", "c"],
+            [1, 3, 4],
+            [2],
+        ),
+        # A raw newline breaks a string; the scan goes on after it.
+        (b'{"text":"a"},\n{"text":"no\nend"},\n{"text":"c"}', ["a", "c"], [1, 3], [2]),
+        # An empty element, then a comma before the end.
+        (b'{"text":"a"},,{"text":"c"},', ["a", "c"], [1, 3], [2, 4]),
+        # Deeper than the whole-element pattern reaches: the token scan takes over.
+        (b'{"text":"a","m":[[[[{"q":[1]}]]]]},{"text": tru},{"text":"c"}', ["a", "c"], [1, 3], [2]),
+    ],
+)
+def test_json_array_resynchronises_after_bad_elements(tmp_path, read, body, texts, lines, bad):
+    path = tmp_path / "a.json"
+    path.write_bytes(b"[" + body + b"]")
+    result = read(path)
+    assert result.texts == texts
+    assert result.lines == lines
+    assert result.skipped() == {"invalid_json": len(bad)}
+    assert [where.split(": ")[0] for where in result.where("invalid_json")] == [
+        f"{path}:{n}" for n in bad
+    ]
+
+
+def test_json_array_elements_across_reads_and_a_bad_one_in_a_later_block(tmp_path, read):
+    path = tmp_path / "a.json"
+    elements = [
+        json.dumps({"text": f"element {i} " + "x" * 300, "m": {"n": [i]}}) for i in range(300)
+    ]
+    elements[250] = '{"text": "broken" "m": 1}'
+    path.write_text("[\n" + ",\n".join(elements) + "\n]\n")
+    result = read(path, batch_bytes=1024)
+    assert result.lines == [n for n in range(1, 301) if n != 251]
+    assert result.texts[-1] == "element 299 " + "x" * 300
+    assert [where.split(": ")[0] for where in result.where("invalid_json")] == [f"{path}:251"]
+
+
+def test_json_array_one_element_longer_than_many_reads(tmp_path, read):
+    path = tmp_path / "a.json"
+    long = "y" * (3 << 20)
+    path.write_text(json.dumps([{"text": "a"}, {"text": long}, {"text": "c"}]))
+    result = read(path, batch_bytes=4096)
+    assert result.texts == ["a", long, "c"]
+    assert result.skipped() == {}
 
 
 def test_truncated_json_array(tmp_path, read):
@@ -149,16 +203,62 @@ def test_truncated_json_array(tmp_path, read):
     path.write_bytes(b'[{"text": "a"}, {"text": "b"')
     result = read(path)
     assert result.texts == ["a"]
+    assert result.skipped() == {"invalid_json": 1}
     assert result.where("invalid_json")[0].startswith(f"{path}:2: ")
+
+
+@pytest.mark.parametrize(
+    "data, detail",
+    [
+        (b'[{"text": "a"}, {"text": "b"}', "the file ends before the array's closing ']'"),
+        (b'[{"text": "a"}, {"text": "b"}] {"text": "c"}', "data after the array's closing ']'"),
+    ],
+)
+def test_json_array_unclosed_or_followed_by_data(tmp_path, read, data, detail):
+    path = tmp_path / "a.json"
+    path.write_bytes(data)
+    result = read(path)
+    assert result.texts == ["a", "b"]
+    assert result.where("invalid_json") == [f"{path}:3: {detail}"]
 
 
 def test_json_array_invalid_utf8_is_replaced_and_counted(tmp_path, read):
     path = tmp_path / "a.json"
-    data = b'[{"text": "a\xffb"}, {"text": "c"}]'
+    data = b'[{"text": "a"}, {"text": "a\xffb"}, {"text": "c"}]'
     path.write_bytes(data)
     result = read(path)
-    assert result.texts == ["a\ufffdb", "c"]
-    assert result.where("invalid_utf8") == [f"{path}: byte offset {data.index(bytes([0xFF]))}"]
+    assert result.texts == ["a", "a\ufffdb", "c"]
+    assert result.skipped() == {}
+    offset = data.index(b"\xff")
+    assert result.repaired_at("invalid_utf8") == [f"{path}:2: byte offset {offset}"]
+
+
+def test_json_array_invalid_utf8_skip_drops_its_element(tmp_path, read):
+    path = tmp_path / "a.json"
+    data = b'\xef\xbb\xbf[{"text": "a"}, {"text": "a\xffb"}, {"text": "c"}, {"t": bad\xfe}]'
+    path.write_bytes(data)
+    result = read(path, encoding_errors="skip")
+    assert result.texts == ["a", "c"]
+    assert result.lines == [1, 3]
+    assert result.repaired() == {}
+    assert result.skipped() == {"invalid_utf8": 1, "invalid_json": 1}
+    offset = data.index(b"\xff")
+    assert result.where("invalid_utf8") == [f"{path}:2: byte offset {offset}"]
+    assert result.where("invalid_json")[0].startswith(f"{path}:4: ")
+
+
+def test_json_array_in_another_encoding(tmp_path, read):
+    # "乗" is 0x81 0x5C in GB18030: its second byte is a backslash, and must not escape the quote.
+    path = tmp_path / "a.json"
+    path.write_bytes('[{"text": "乗"}, {"text": "b\x80"}, {"text": "c"}]'.encode("gb18030"))
+    bad = path.read_bytes().replace(b"\x81\x30\x81\x30", b"\xff")
+    path.write_bytes(bad)
+    result = read(path, encoding="gb18030")
+    assert result.texts == ["乗", "b\ufffd", "c"]
+    assert result.repaired_at("invalid_encoding") == [f"{path}:2"]
+    result = read(path, encoding="gb18030", encoding_errors="skip")
+    assert result.texts == ["乗", "c"]
+    assert result.where("invalid_encoding") == [f"{path}:2"]
 
 
 def test_json_array_multibyte_characters_across_reads(tmp_path):

@@ -143,7 +143,7 @@ def test_csv_invalid_utf8_counted_at_its_line(tmp_path, read):
     result = read(path)
     assert result.texts == ["fine", "bro\ufffdken"]
     assert data.index(b"\xff") == 13
-    assert result.where("invalid_utf8") == [f"{path}:3: byte offset 13"]
+    assert result.repaired_at("invalid_utf8") == [f"{path}:3: byte offset 13"]
 
 
 @pytest.mark.parametrize("name", ["a.csv", "a.tsv"])

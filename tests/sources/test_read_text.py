@@ -78,9 +78,9 @@ def test_invalid_utf8_is_replaced_and_counted_per_line_with_file_offset(tmp_path
     result = read(path)
     assert result.texts == ["ok\n", "ba\ufffdd \ufffd\n", "fine\n", "\ufffd\n"]
     assert result.lines == [1, 2, 3, 4]
-    assert result.skipped() == {"invalid_utf8": 2}
+    assert result.skipped() == {} and result.repaired() == {"invalid_utf8": 2}
     assert data.index(b"\xff") == 9 and data.index(b"\xe4") == 20
-    assert result.where("invalid_utf8") == [
+    assert result.repaired_at("invalid_utf8") == [
         f"{path}:2: byte offset 9",
         f"{path}:4: byte offset 20",
     ]
@@ -95,7 +95,7 @@ def test_invalid_utf8_offsets_in_later_blocks(tmp_path, read):
     assert len(result.texts) == 400
     assert result.texts[300] == "bad \ufffd here\n"
     offset = data.index(b"\xff")
-    assert result.where("invalid_utf8") == [f"{path}:301: byte offset {offset}"]
+    assert result.repaired_at("invalid_utf8") == [f"{path}:301: byte offset {offset}"]
 
 
 def test_many_blocks_keep_every_line_in_order(tmp_path, read):
@@ -165,7 +165,7 @@ def test_file_mode_counts_invalid_utf8(tmp_path, read):
     path = write(tmp_path, "a.txt", b"one\ntw\xffo\n")
     result = read(path, doc_mode="file")
     assert result.texts == ["one\ntw\ufffdo\n"]
-    assert result.where("invalid_utf8") == [f"{path}:2: byte offset 6"]
+    assert result.repaired_at("invalid_utf8") == [f"{path}:2: byte offset 6"]
 
 
 def test_empty_file_yields_nothing(tmp_path, read):

@@ -35,17 +35,31 @@ def _cut(data: bytes, start: int, cap: int) -> int:
 
 
 def split_document(text: str, cap: int) -> list[str]:
-    """`text` in pieces of at most `cap` UTF-8 bytes each; whitespace-only pieces are left out."""
-    data = text.encode("utf-8")
+    """`text` in pieces of at most `cap` UTF-8 bytes each; whitespace-only pieces are left out.
+
+    Only a window of `cap + 1` characters is encoded at a time, so a huge document costs its
+    pieces and one window, never a second full copy of itself in bytes.
+    """
     pieces = []
     start = 0
-    while start < len(data):
-        end = _cut(data, start, cap)
-        piece = data[start:end].decode("utf-8")
+    while start < len(text):
+        window = text[start : start + cap + 1]
+        data = window.encode("utf-8")
+        # The cut is at a character start, so the piece is the window's first characters.
+        end = _cut(data, 0, cap)
+        piece = window if end == len(data) else data[:end].decode("utf-8")
         if piece and not piece.isspace():
             pieces.append(piece)
-        start = end
+        start += len(piece)
     return pieces
+
+
+def _utf8_size(text: str) -> int:
+    """UTF-8 bytes of `text`, encoding 1 MiB characters at a time to keep no full copy."""
+    if text.isascii():
+        return len(text)
+    step = 1 << 20
+    return sum(len(text[i : i + step].encode("utf-8")) for i in range(0, len(text), step))
 
 
 def cap_documents(batch: RecordBatch, cap: int, oversize: str, report: Report) -> RecordBatch:
@@ -57,7 +71,7 @@ def cap_documents(batch: RecordBatch, cap: int, oversize: str, report: Report) -
     out: list[str] = []
     lines: list[int] = []
     for text, line in zip(texts, batch.lines.tolist(), strict=True):
-        size = len(text) if len(text) * 4 <= cap else len(text.encode("utf-8"))
+        size = len(text) if len(text) * 4 <= cap else _utf8_size(text)
         if size <= cap:
             out.append(text)
             lines.append(line)
@@ -68,7 +82,7 @@ def cap_documents(batch: RecordBatch, cap: int, oversize: str, report: Report) -
             continue
         pieces = split_document(text, cap)
         detail = f"{size:,} bytes into {len(pieces)} documents"
-        report.skip("document_split", batch.path, line, count=len(pieces), detail=detail)
+        report.repair("document_split", batch.path, line, count=len(pieces), detail=detail)
         out += pieces
         lines += [line] * len(pieces)
     return RecordBatch(batch.path, out, np.asarray(lines, dtype=np.int64), batch.nbytes)
