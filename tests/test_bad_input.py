@@ -258,6 +258,26 @@ def test_unreadable_file_is_listed(tmp_path):
     assert report.files_skipped == [{"path": str(path), "reason": "unreadable"}]
 
 
+def test_unreadable_file_is_listed_even_as_root(tmp_path, monkeypatch):
+    # Root reads files whatever their mode, so the permission error is made by hand here.
+    import builtins
+
+    path = tmp_path / "secret.txt"
+    path.write_text("x\n")
+    (tmp_path / "ok.txt").write_text("ok\n")
+    real_open = builtins.open
+
+    def guarded(file, *args, **kwargs):
+        if str(file) == str(path):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded)
+    texts, _, report = read(tmp_path)
+    assert texts == ["ok\n"]
+    assert report.files_skipped == [{"path": str(path), "reason": "unreadable"}]
+
+
 def test_field_types_in_the_report_only_when_a_type_changes(tmp_path):
     folder = tmp_path / "c"
     folder.mkdir()
