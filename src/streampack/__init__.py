@@ -5,11 +5,13 @@ for block in streampack.stream("corpus/", block_size=1024):
     ...                                   # dict of input_ids, labels, attention_mask
 streampack.pack("corpus/", "store/")      # or write a memory-mapped token store
 store = streampack.TokenStore("store/")   # len(store), store[i]
+for batch in streampack.stream_sft("chat/"):  # padded SFT batches with label masks
+    ...
 """
 
 import logging
 
-from .api import BlockStream, pack, stream
+from .api import BlockStream, SFTStream, pack, stream, stream_sft
 from .config import PackConfig, ReadConfig, TokenizeConfig
 from .errors import (
     ConfigError,
@@ -19,6 +21,7 @@ from .errors import (
     StreampackError,
     TokenizerError,
 )
+from .sft.store import SFTStore
 from .store import TokenStore, verify_store
 from .tokenize import load_tokenizer
 from .validate import validate
@@ -31,6 +34,8 @@ __all__ = [
     "DataError",
     "PackConfig",
     "ReadConfig",
+    "SFTStore",
+    "SFTStream",
     "SourceError",
     "StoreError",
     "StreampackError",
@@ -40,6 +45,7 @@ __all__ = [
     "load_tokenizer",
     "pack",
     "stream",
+    "stream_sft",
     "validate",
     "verify_store",
 ]

@@ -1,4 +1,5 @@
-"""The Python entry points: `stream` (blocks, nothing written) and `pack` (a token store)."""
+"""The Python entry points: `stream` (blocks, nothing written), `pack` (a token store) and
+`stream_sft` (padded SFT batches, from `sft/stream.py`)."""
 
 import logging
 import time
@@ -9,10 +10,13 @@ from .config import PackConfig, ReadConfig, TokenizeConfig
 from .engine import Pipeline, peak_rss_mb
 from .errors import DataError
 from .pack import block_samples
+from .sft.stream import SFTStream, stream_sft
 from .store import StoreWriter, choose_dtype
 from .tokenize import LoadedTokenizer
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BlockStream", "SFTStream", "pack", "stream", "stream_sft"]
 
 
 def _pipeline(sources, tokenizer, settings: dict) -> Pipeline:

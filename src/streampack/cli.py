@@ -553,3 +553,142 @@ def validate(
     elif not quiet or not result["ok"]:
         click.echo(_validate_table(result))
     sys.exit(0 if result["ok"] else 1)
+
+
+def _sft_summary(report: dict, preference: bool) -> str:
+    made = report["pairs"] if preference else report["samples"]
+    lines = [
+        f"records        {report['records']:,}",
+        f"{'pairs' if preference else 'samples':<14} {made:,}",
+        f"tokens         {report['tokens']:,}"
+        + ("" if preference else f"  ({report['trained_tokens']:,} trained)"),
+    ]
+    if report.get("truncated_samples"):
+        lines.append(
+            f"truncated      {report['truncated_samples']:,} samples "
+            f"({report['truncated_tokens']:,} tokens) to --max-length {report['max_length']}"
+        )
+    for action, count in sorted((report.get("sft_fixes") or {}).items()):
+        lines.append(f"  fixed {action:<26} {count:>8,}")
+    skipped = report.get("skipped") or {}
+    if skipped:
+        total = sum(entry["count"] for entry in skipped.values())
+        lines.append(f"skipped        {total:,} records (not used)")
+        for reason, entry in skipped.items():
+            first = entry["first"][0] if entry["first"] else ""
+            lines.append(f"  {reason:<32} {entry['count']:>8,}  first at {first}")
+    lines += [
+        f"files          {len(report['files'])}",
+        f"template       {report['template']}, tokenizer {report['tokenizer']}, "
+        f"backend {report['backend']}",
+        f"time           {report['seconds']:.2f} s  ({report['samples_per_second']:,.0f} "
+        f"per second)",
+        f"peak memory    {report['peak_rss_mb']:.0f} MB",
+    ]
+    return "\n".join(lines)
+
+
+@main.command(cls=_Command)
+@click.argument("sources", nargs=-1, required=True)
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The SFT store folder to write.",
+)
+@click.option(
+    "--template",
+    type=click.Choice(["chatml", "qwen", "llama3", "mistral", "vicuna", "alpaca"]),
+    default="chatml",
+    show_default=True,
+    help="Chat template; its markers must be special tokens of the tokenizer.",
+)
+@click.option(
+    "--max-length",
+    type=click.IntRange(min=2),
+    default=2048,
+    show_default=True,
+    help="Longest sample in tokens: earliest rounds dropped first, then the prompt cut.",
+)
+@click.option("--last-turn-only", is_flag=True, help="Train only the last answer of each record.")
+@click.option(
+    "--preference",
+    is_flag=True,
+    help="Read preference pairs (chosen/rejected) and store prompt, chosen, rejected ids.",
+)
+@click.option(
+    "--tokenizer",
+    default=None,
+    metavar="PATH|ID",
+    help="Local model folder, tokenizer.json, or a hub id already in the local "
+    "Hugging Face cache. Default: built-in Qwen2.5.",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto uses quicktok where it is verified exact, else tokenizers.",
+)
+@click.option(
+    "--on-error",
+    type=click.Choice(ON_ERRORS),
+    default="skip",
+    show_default=True,
+    help="A bad record: count it in the report and go on, or stop with its file:line.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a store already at --output.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_common
+def sft(
+    sources,
+    output,
+    template,
+    max_length,
+    last_turn_only,
+    preference,
+    tokenizer,
+    backend,
+    on_error,
+    overwrite,
+    as_json,
+    quiet,
+    verbose,
+):
+    """Encode chat records of SOURCE... (JSON lines or JSON array files, folders, globs) with a
+    chat template and write an SFT store: variable-length samples with their label masks.
+
+    Formats per record: ShareGPT conversations, OpenAI messages, Alpaca, and with --preference
+    chosen/rejected pairs. Read it back with `streampack.SFTStore(path)`.
+
+    Exit codes: 0 done, 1 a problem with the data or the store (one line names it), 2 a usage
+    error, 130 interrupted (the store is left incomplete, or an old one as it was).
+
+    \b
+    Examples:
+      streampack sft data/sft/ -o sft-store/ --max-length 1024
+      streampack sft 'data/**/*.jsonl.gz' -o sft-store/ --template llama3 --tokenizer llama/
+      streampack sft data/reward/dpo_zh_500.jsonl -o dpo-store/ --preference
+    """
+    from .sft.store import write_sft_store
+    from .sft.stream import stream_sft
+
+    _setup_logging(verbose, quiet)
+    stream = stream_sft(
+        list(sources),
+        tokenizer=tokenizer,
+        template=template,
+        max_length=max_length,
+        last_turn_only=last_turn_only,
+        preference=preference,
+        group_by_length=False,
+        on_error=on_error,
+        backend=backend,
+    )
+    report = write_sft_store(stream, output, overwrite=overwrite)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    elif not quiet:
+        click.echo(_sft_summary(report, preference))
+        click.echo(f"store          {output}")

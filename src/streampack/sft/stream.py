@@ -1,0 +1,395 @@
+"""`stream_sft`: chat files → conversations → samples → padded batches, in bounded memory.
+
+```
+files ──► (line, object) ──► Conversation ──► Sample ──► length-grouped batches ──► padded
+(json_objects.py)            (formats.py)     (encode.py) (collate.py)              int64 arrays
+```
+
+Records are read 1,024 at a time; all the content texts of those records are encoded in one
+call to the backend `make_encoder` picks (quicktok, on all cores, where it is verified exact;
+else Hugging Face `tokenizers`), and the template layout, truncation and label masks are then
+built by `encode_conversation` from those ids, in the calling thread. Memory holds one read
+batch and the grouping buffer (`buffer_batches * batch_size` samples).
+"""
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from queue import Full, Queue
+
+import numpy as np
+
+from ..config import ON_ERRORS
+from ..engine import peak_rss_mb
+from ..errors import ConfigError, DataError
+from ..pack import IGNORE_INDEX
+from ..report import Report
+from ..sources.discovery import discover
+from ..sources.json_objects import read_json_objects
+from ..tokenize import LoadedTokenizer, load_tokenizer, make_encoder
+from .collate import length_grouped_batches, pad_batch
+from .encode import NO_ANSWER_TOKEN, Sample, check_template, encode_conversation, encode_preference
+from .formats import PreferencePair, parse_records
+from .templates import system_text
+
+log = logging.getLogger(__name__)
+
+# Read batches encoded ahead of the one being laid out: one keeps both cores busy.
+READ_AHEAD = 2
+
+
+class _Ids:
+    """What `tokenizers.Encoding` offers the encoder: `.ids`."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: list[int]) -> None:
+        self.ids = ids
+
+
+class _PrefilledTokenizer:
+    """The HF tokenizer, but `encode` answers from ids the backend computed for a whole batch.
+
+    The encoder of `encode.py` asks for one content text at a time; asking HF for each costs a
+    call per segment, while quicktok encodes every segment of 1,024 records in one call on all
+    cores. A text not prefilled (none should be) falls through to HF.
+    """
+
+    def __init__(self, hf) -> None:
+        self._hf = hf
+        self.ids: dict[str, list[int]] = {}
+
+    def __getattr__(self, name):
+        return getattr(self._hf, name)
+
+    def encode(self, text: str, add_special_tokens: bool = True):
+        ids = self.ids.get(text) if not add_special_tokens else None
+        if ids is None:
+            return self._hf.encode(text, add_special_tokens=add_special_tokens)
+        return _Ids(ids)
+
+
+@dataclasses.dataclass(frozen=True)
+class SFTConfig:
+    """How conversations become samples and batches; checked on construction.
+
+    Attributes:
+        template: a name of `sft.TEMPLATES`.
+        max_length: the longest sample, in tokens (None: no cap).
+        last_turn_only: train only the last answer of each conversation.
+        preference: read preference pairs and yield prompt/chosen/rejected ids, unpadded.
+        group_by_length: batches of similar lengths from a shuffled buffer; else in file order.
+        batch_size: samples per batch.
+        buffer_batches: batches held for grouping.
+        seed: the shuffle of grouped batches.
+        pad_to_multiple_of: round each batch's width up to this.
+        on_error: `skip` counts a bad record; `raise` stops at the first with its file:line.
+    """
+
+    template: str = "chatml"
+    max_length: int | None = 2048
+    last_turn_only: bool = False
+    preference: bool = False
+    group_by_length: bool = True
+    batch_size: int = 8
+    buffer_batches: int = 64
+    seed: int = 0
+    pad_to_multiple_of: int | None = None
+    on_error: str = "skip"
+
+    def __post_init__(self) -> None:
+        if self.max_length is not None and self.max_length < 2:
+            raise ConfigError(f"max_length must be at least 2 (or None), found {self.max_length}")
+        for name in ("batch_size", "buffer_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, found {getattr(self, name)}")
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ConfigError(
+                f"pad_to_multiple_of must be at least 1 (or None), found {self.pad_to_multiple_of}"
+            )
+        if self.on_error not in ON_ERRORS:
+            raise ConfigError(
+                f"on_error must be one of {', '.join(ON_ERRORS)}, found {self.on_error!r}"
+            )
+
+
+class SFTStream:
+    """Iterating yields padded batches (or preference pairs); every iteration is a new pass.
+
+    `samples()` yields the samples one by one in file order, unpadded (what the SFT store
+    writes); `report` holds the counts of the latest pass.
+    """
+
+    def __init__(self, sources, tokenizer, config: SFTConfig, backend: str = "auto") -> None:
+        single = isinstance(sources, str | os.PathLike)
+        self.sources = [os.fspath(sources)] if single else [os.fspath(s) for s in sources]
+        self.config = config
+        started = time.perf_counter()
+        self.tokenizer = (
+            tokenizer if isinstance(tokenizer, LoadedTokenizer) else load_tokenizer(tokenizer)
+        )
+        self.tokenizer_load_seconds = time.perf_counter() - started
+        self.template = check_template(config.template, self.tokenizer)
+        self.encoder = make_encoder(self.tokenizer, backend)
+        self._prefilled = _PrefilledTokenizer(self.tokenizer.hf)
+        # The encoder of encode.py is kept per tokenizer object: this one reads prefilled ids.
+        self._encoding_tokenizer = dataclasses.replace(self.tokenizer, hf=self._prefilled)
+        self._eos_token = self.tokenizer.hf.id_to_token(self.tokenizer.eos_id)
+        self._report = Report(config.on_error)
+        self.files: list = []
+
+    @property
+    def report(self) -> dict:
+        return self._report.as_dict()
+
+    def _start(self) -> None:
+        self._report = report = Report(self.config.on_error)
+        self._started = time.perf_counter()
+        self.files = discover(self.sources, report)
+        report.values.update(
+            records=0,
+            samples=0,
+            pairs=0,
+            tokens=0,
+            trained_tokens=0,
+            truncated_samples=0,
+            truncated_tokens=0,
+            batches=0,
+            padded_tokens=0,
+            padding_ratio=0.0,
+            sft_fixes={},
+            template=self.template.name,
+            max_length=self.config.max_length,
+            last_turn_only=self.config.last_turn_only,
+            tokenizer=self.tokenizer.name,
+            backend=self.encoder.name,
+            tokenizer_load_seconds=round(self.tokenizer_load_seconds, 3),
+        )
+
+    def _finish(self) -> None:
+        values = self._report.values
+        values["records"] = sum(entry.get("records", 0) for entry in self._report.files.values())
+        seconds = time.perf_counter() - self._started
+        values["seconds"] = round(seconds, 3)
+        count = values["pairs"] if self.config.preference else values["samples"]
+        values["samples_per_second"] = round(count / seconds, 1) if seconds else 0.0
+        values["peak_rss_mb"] = round(peak_rss_mb(), 1)
+        if count == 0:
+            raise DataError(_nothing_used(self.sources, self._report.as_dict()))
+
+    def _content_ids(self, items) -> dict[str, list[int]]:
+        """The ids of every content text of `items`, from one backend call.
+
+        The texts are the turns', answers' and system texts (the templates' fixed strings are
+        few and kept by the encoder's own cache).
+        """
+        default = self.template.default_system
+        texts: set[str] = set()
+        for item in items:
+            conversation = item.prompt if isinstance(item, PreferencePair) else item
+            texts.update(turn.content for turn in conversation.turns)
+            system = system_text(conversation, default)
+            if system is not None:
+                texts.add(system)
+            if isinstance(item, PreferencePair):
+                texts.update((item.chosen, item.rejected))
+        unique = list(texts)
+        ids, offsets = self.encoder.encode_batch(unique)
+        bounds = offsets.tolist()
+        flat = ids.tolist()
+        return {text: flat[bounds[i] : bounds[i + 1]] for i, text in enumerate(unique)}
+
+    def _read_and_encode(self, kind: str) -> Iterator[tuple[str, list, dict]]:
+        report = self._report
+        for path, records in read_json_objects(self.files, report):
+            items = list(parse_records(records, path, report, kind))
+            if items:
+                yield path, items, self._content_ids([item for _, item in items])
+
+    def _parsed(self) -> Iterator[tuple[str, list]]:
+        """Parsed records with their content ids ready, one read batch at a time.
+
+        Reading, parsing and the backend's encoding of the next batch run in a thread while the
+        caller lays out this one: quicktok releases the GIL, so the two overlap.
+        """
+        kind = "preference" if self.config.preference else "sft"
+        self._start()
+        for path, items, ids in _ahead(self._read_and_encode(kind), READ_AHEAD):
+            self._prefilled.ids = ids
+            yield path, items
+        self._prefilled.ids = {}
+
+    def samples(self) -> Iterator[Sample]:
+        """Every sample, in file order, unpadded."""
+        if self.config.preference:
+            raise ConfigError("samples() is for SFT streams; use pairs() with preference=True")
+        config = self.config
+        for path, items in self._parsed():
+            report, values = self._report, self._report.values
+            for line, conversation in items:
+                sample = encode_conversation(
+                    conversation,
+                    self.template,
+                    self._encoding_tokenizer,
+                    config.max_length,
+                    config.last_turn_only,
+                    report=report,
+                    path=path,
+                    line=line,
+                )
+                if sample is None:
+                    continue
+                values["samples"] += 1
+                values["tokens"] += len(sample)
+                values["trained_tokens"] += int(np.count_nonzero(sample.labels != IGNORE_INDEX))
+                if sample.truncated_tokens:
+                    values["truncated_samples"] += 1
+                    values["truncated_tokens"] += sample.truncated_tokens
+                yield sample
+        self._finish()
+
+    def pairs(self) -> Iterator[dict]:
+        """`{"prompt_ids", "chosen_ids", "rejected_ids"}` (lists of ints) per preference pair."""
+        if not self.config.preference:
+            raise ConfigError("pairs() needs preference=True")
+        for path, items in self._parsed():
+            values = self._report.values
+            for line, pair in items:
+                encoded = encode_preference(
+                    pair, self.template, self._encoding_tokenizer, self.config.max_length
+                )
+                if encoded is None:
+                    self._report.skip(
+                        NO_ANSWER_TOKEN, path, line, found=f"max_length {self.config.max_length}"
+                    )
+                    continue
+                prompt, chosen, rejected = (part.tolist() for part in encoded)
+                values["pairs"] += 1
+                values["tokens"] += len(prompt) + len(chosen) + len(rejected)
+                yield {"prompt_ids": prompt, "chosen_ids": chosen, "rejected_ids": rejected}
+        self._finish()
+
+    def __iter__(self) -> Iterator[dict]:
+        if self.config.preference:
+            yield from self.pairs()
+            return
+        config = self.config
+        samples = self.samples()
+        if config.group_by_length:
+            batches = length_grouped_batches(
+                samples, config.batch_size, config.buffer_batches, config.seed
+            )
+        else:
+            batches = _in_order(samples, config.batch_size)
+        padded = total = 0
+        for batch in batches:
+            arrays = pad_batch(batch, self.tokenizer.pad_id, config.pad_to_multiple_of)
+            size = arrays["input_ids"].size
+            real = sum(len(sample) for sample in batch)
+            total += size
+            padded += size - real
+            values = self._report.values
+            values["batches"] += 1
+            values["padded_tokens"] = padded
+            values["padding_ratio"] = round(padded / total, 4)
+            yield arrays
+
+
+_DONE = object()
+
+
+def _ahead(items: Iterator, depth: int) -> Iterator:
+    """`items`, produced in a thread at most `depth` ahead; its errors are raised here."""
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(_DONE)
+        except BaseException as error:  # handed to the consumer, raised there
+            queue.put(error)
+
+    thread = threading.Thread(target=produce, name="streampack-sft-reader", daemon=True)
+    thread.start()
+    try:
+        while (item := queue.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def _in_order(samples, batch_size: int) -> Iterator[list[Sample]]:
+    batch: list[Sample] = []
+    for sample in samples:
+        batch.append(sample)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _nothing_used(sources, report: dict) -> str:
+    skipped = report["skipped"]
+    if skipped:
+        counts = ", ".join(f"{reason} {entry['count']}" for reason, entry in skipped.items())
+        first = next(iter(skipped.values()))["first"][:1]
+        why = f"every record was skipped ({counts}); first at {first[0] if first else '?'}"
+    else:
+        why = "the sources hold no records"
+    return f"no samples made from {', '.join(map(str, sources))}: {why}"
+
+
+def stream_sft(
+    sources,
+    tokenizer: str | LoadedTokenizer | None = None,
+    template: str = "chatml",
+    max_length: int | None = 2048,
+    last_turn_only: bool = False,
+    preference: bool = False,
+    group_by_length: bool = True,
+    batch_size: int = 8,
+    buffer_batches: int = 64,
+    seed: int = 0,
+    pad_to_multiple_of: int | None = None,
+    on_error: str = "skip",
+    *,
+    backend: str = "auto",
+) -> SFTStream:
+    """Stream SFT batches from JSON lines / JSON array files (files, folders, globs, codecs).
+
+    >>> for batch in streampack.stream_sft("data/sft/", max_length=1024):
+    ...     batch["input_ids"], batch["labels"], batch["attention_mask"]  # int64 (batch, longest)
+
+    With `preference=True` each item is one pair's `prompt_ids`, `chosen_ids`, `rejected_ids`
+    (lists of ints, unpadded). Bad records are counted in `.report` with their file:line, or
+    raise a `DataError` with `on_error="raise"`; a pass that makes no sample raises one too.
+    """
+    config = SFTConfig(
+        template=template,
+        max_length=max_length,
+        last_turn_only=last_turn_only,
+        preference=preference,
+        group_by_length=group_by_length,
+        batch_size=batch_size,
+        buffer_batches=buffer_batches,
+        seed=seed,
+        pad_to_multiple_of=pad_to_multiple_of,
+        on_error=on_error,
+    )
+    return SFTStream(sources, tokenizer, config, backend=backend)
