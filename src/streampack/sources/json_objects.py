@@ -14,7 +14,7 @@ import orjson
 from ..report import Report
 from .compression import CorruptStream, open_stream
 from .discovery import SourceFile
-from .json_records import _JSON_SPACE, _ArrayElements, _short
+from .json_records import JSON_SPACE, ArrayElements, short_error
 from .progress import FileProgress
 from .textio import READ_BYTES, line_blocks, normalize_newlines, read_head
 
@@ -77,16 +77,16 @@ def _parse(raw: bytes, report: Report, path: str, line: int):
         else:
             report.repair("invalid_utf8", path, line)
             return obj
-    report.skip("invalid_json", path, line, detail=_short(first), found=_short(first))
+    report.skip("invalid_json", path, line, detail=short_error(first), found=short_error(first))
     return None
 
 
 def _raw_records(stream) -> Iterator[tuple[int, bytes]]:
     """`(line, bytes)` of each non-blank JSON line, or of each element of a top-level array."""
     head, offset = read_head(stream, READ_BYTES)
-    first = head.lstrip(_JSON_SPACE)[:1]
+    first = head.lstrip(JSON_SPACE)[:1]
     if first == b"[":
-        for index, (data, _, _) in enumerate(_ArrayElements(head, stream.read, READ_BYTES), 1):
+        for index, (data, _, _) in enumerate(ArrayElements(head, stream.read, READ_BYTES), 1):
             yield index, data
         return
     line = 1

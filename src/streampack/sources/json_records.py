@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 # Parser messages can quote a whole line of input; the report keeps a short, single-line form.
 _DETAIL_CHARS = 120
 
-_JSON_SPACE = b" \t\r\n"
+JSON_SPACE = b" \t\r\n"
 
 
 def type_name(value) -> str:
@@ -89,7 +89,7 @@ def _text_of(obj, key, fallback, report: Report, path: str, line: int, types: di
     return value
 
 
-def _short(error: Exception) -> str:
+def short_error(error: Exception) -> str:
     message = error.args[0] if error.args else ""
     if isinstance(message, bytes):
         message = message.decode("utf-8", "replace")
@@ -116,7 +116,7 @@ def read_json(
         line = 1
         # Leading whitespace longer than a block carries no records; drop it, keeping line numbers
         # (a final CR is kept back, since its LF may start the next read).
-        while head and not head.lstrip(_JSON_SPACE):
+        while head and not head.lstrip(JSON_SPACE):
             kept = b"\r" if head.endswith(b"\r") else b""
             dropped = head[: len(head) - len(kept)]
             line += dropped.count(b"\n") + dropped.count(b"\r") - dropped.count(b"\r\n")
@@ -126,7 +126,7 @@ def read_json(
     except CorruptStream as err:
         progress.corrupt(1, err)
         return
-    first = head.lstrip(_JSON_SPACE)[:1]
+    first = head.lstrip(JSON_SPACE)[:1]
     if not first:
         return
     if first == b"{":
@@ -192,13 +192,13 @@ def _objects_by_line(
                     if bad_utf8 is None:
                         bad_utf8 = {} if transcode else invalid_lines(block, offset, line)
                     if i not in bad_utf8:
-                        report.skip("invalid_json", path, i, detail=_short(err))
+                        report.skip("invalid_json", path, i, detail=short_error(err))
                         continue
                     try:
                         obj = loads(raw.decode("utf-8", "replace"))
                     except decode_error as err2:
                         # Dropped as invalid JSON; its bytes are not also counted as repaired.
-                        report.skip("invalid_json", path, i, detail=_short(err2))
+                        report.skip("invalid_json", path, i, detail=short_error(err2))
                         continue
                     decode.bad({i: bad_utf8[i]})
                     if decode.dropped:
@@ -270,7 +270,7 @@ _OPEN, _CLOSE, _END = frozenset(b"[{"), frozenset(b"]}"), ord("]")
 _ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")
 
 
-class _ArrayElements:
+class ArrayElements:
     """The top-level elements of a JSON array, as raw bytes, with bounded memory.
 
     Iterating yields `(data, at, broken)`: an element's bytes (the whitespace around it kept),
@@ -309,7 +309,7 @@ class _ArrayElements:
                     continue
                 if c == _END:
                     data = buf[start:end]
-                    if elements or data.strip(_JSON_SPACE):
+                    if elements or data.strip(JSON_SPACE):
                         yield data, base + start, False
                     self.end = self._after(buf[end + 1 :], eof)
                     return
@@ -356,7 +356,7 @@ class _ArrayElements:
                     elif c == _END:
                         data = prefix if broken else buf[start:at]
                         # `[]` has no element; `[1,]` has an empty one, reported by the caller.
-                        if elements or broken or data.strip(_JSON_SPACE):
+                        if elements or broken or data.strip(JSON_SPACE):
                             yield data, base + start, broken
                         self.end = self._after(buf[pos:], eof)
                         return
@@ -374,7 +374,7 @@ class _ArrayElements:
                 waiting = False
                 if eof:
                     data = prefix if broken else buf[start:]
-                    if broken or data.strip(_JSON_SPACE):
+                    if broken or data.strip(JSON_SPACE):
                         yield data, base + start, broken
                     return
                 # Bytes before `keep` are done with; a broken element's bytes are not kept.
@@ -391,7 +391,7 @@ class _ArrayElements:
     def _after(self, rest: bytes, eof: bool) -> str:
         """`closed` when only whitespace follows the array's `]`, else `data_after`."""
         while True:
-            if rest.strip(_JSON_SPACE):
+            if rest.strip(JSON_SPACE):
                 return "data_after"
             if eof:
                 return "closed"
@@ -443,7 +443,7 @@ def _array(
     else:
         head, read = _utf8_reads(head, stream, config.encoding)
     reason = encoding_reason(config.encoding)
-    elements = _ArrayElements(head, read, read_size(config.batch_bytes))
+    elements = ArrayElements(head, read, read_size(config.batch_bytes))
     index = 0
     kept = 0
     parsed = True
@@ -512,7 +512,7 @@ def _repair_element(data, at, error, damaged, config, report, path, index):
     not used."""
     bad = None if damaged else next(invalid_positions(data), None)
     if bad is None:
-        message = _short(error)
+        message = short_error(error)
         if damaged:
             # `data` stops at the damage, so an end-of-data message would mislead.
             message = f"{message} (the element holds bytes invalid outside a JSON string)"
@@ -527,7 +527,7 @@ def _repair_element(data, at, error, damaged, config, report, path, index):
         obj = orjson.loads(text)
     except orjson.JSONDecodeError as err:
         # Invalid JSON whatever its bytes: counted as that alone, as in JSON lines.
-        report.skip("invalid_json", path, index, detail=_short(err), found=_short(err))
+        report.skip("invalid_json", path, index, detail=short_error(err), found=short_error(err))
         return None
     reason = encoding_reason(config.encoding)
     where = f"byte offset {at + bad}" if utf8 else ""
