@@ -188,7 +188,7 @@ def test_store_folder_that_cannot_be_made(tmp_path, qwen):
 def test_a_run_with_no_document_is_an_error(tmp_path, qwen):
     source = tmp_path / "a.jsonl"
     source.write_text('{"url": "u1", "n": 1}\n{"url": "u2", "n": 2}\n')
-    with pytest.raises(streampack.StreampackError, match=r"no documents read from .*missing_text"):
+    with pytest.raises(streampack.StreampackError, match=r"no documents made from .*missing_text"):
         streampack.pack([source], tmp_path / "store", tokenizer=qwen, text_field="text")
     assert not (tmp_path / "store" / "metadata.json").exists()
 

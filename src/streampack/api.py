@@ -10,6 +10,7 @@ from .config import PackConfig, ReadConfig, TokenizeConfig
 from .engine import Pipeline, peak_rss_mb
 from .errors import DataError
 from .pack import block_samples
+from .report import nothing_used
 from .sft.stream import SFTStream, stream_sft
 from .store import StoreWriter, choose_dtype
 from .tokenize import LoadedTokenizer
@@ -171,14 +172,7 @@ def _check_output(pipeline: Pipeline) -> None:
     """A run that packed nothing is an error, not an empty store; a run with no block, a warning."""
     report = pipeline.report.as_dict()
     if report["documents"] == 0:
-        skipped = report["skipped"]
-        if skipped:
-            counts = ", ".join(f"{reason} {entry['count']}" for reason, entry in skipped.items())
-            first = next(iter(skipped.values()))["first"][:1]
-            why = f"every record was skipped ({counts}); first at {first[0] if first else '?'}"
-        else:
-            why = "the sources hold no text"
-        raise DataError(f"no documents read from {', '.join(pipeline.sources)}: {why}")
+        raise DataError(nothing_used(pipeline.sources, report, "documents"))
     if report["blocks"] == 0:
         log.warning(
             "all %d tokens fit in less than one block of %d and were dropped; use --remainder pad "

@@ -201,3 +201,15 @@ class Report:
             if changed:
                 out["field_types"] = changed
             return out
+
+
+def nothing_used(sources, report: dict, made: str) -> str:
+    """The one-line error of a run that made no `made` (documents, samples) from `sources`."""
+    skipped = report["skipped"]
+    if skipped:
+        counts = ", ".join(f"{reason} {entry['count']}" for reason, entry in skipped.items())
+        first = next(iter(skipped.values()))["first"][:1]
+        why = f"every record was skipped ({counts}); first at {first[0] if first else '?'}"
+    else:
+        why = "the sources hold no records"
+    return f"no {made} made from {', '.join(map(str, sources))}: {why}"

@@ -26,7 +26,7 @@ from ..config import ON_ERRORS
 from ..engine import peak_rss_mb
 from ..errors import ConfigError, DataError
 from ..pack import IGNORE_INDEX
-from ..report import Report
+from ..report import Report, nothing_used
 from ..sources.discovery import discover
 from ..sources.json_objects import read_json_objects
 from ..tokenize import LoadedTokenizer, load_tokenizer, make_encoder
@@ -178,7 +178,7 @@ class SFTStream:
         values["samples_per_second"] = round(count / seconds, 1) if seconds else 0.0
         values["peak_rss_mb"] = round(peak_rss_mb(), 1)
         if count == 0:
-            raise DataError(_nothing_used(self.sources, self._report.as_dict()))
+            raise DataError(nothing_used(self.sources, self._report.as_dict(), "samples"))
 
     def _content_ids(self, items) -> dict[str, list[int]]:
         """The ids of every content text of `items`, from one backend call.
@@ -342,17 +342,6 @@ def _in_order(samples, batch_size: int) -> Iterator[list[Sample]]:
             batch = []
     if batch:
         yield batch
-
-
-def _nothing_used(sources, report: dict) -> str:
-    skipped = report["skipped"]
-    if skipped:
-        counts = ", ".join(f"{reason} {entry['count']}" for reason, entry in skipped.items())
-        first = next(iter(skipped.values()))["first"][:1]
-        why = f"every record was skipped ({counts}); first at {first[0] if first else '?'}"
-    else:
-        why = "the sources hold no records"
-    return f"no samples made from {', '.join(map(str, sources))}: {why}"
 
 
 def stream_sft(
