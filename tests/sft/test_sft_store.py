@@ -12,6 +12,7 @@ from streampack import SFTStore, stream_sft
 from streampack.errors import StoreError
 from streampack.pack import IGNORE_INDEX
 from streampack.sft.store import write_sft_store
+from streampack.store import verify_store
 
 MEDICALGPT = Path(__file__).resolve().parents[2].parent / "shared/data/medicalgpt"
 ENTRY_POINT = Path(sys.executable).with_name("streampack")
@@ -82,6 +83,7 @@ def test_preference_store(qwen, tmp_path):
     store = SFTStore(tmp_path / "dpo")
     pairs = list(stream)
     assert len(store) == len(pairs) == 500
+    assert verify_store(tmp_path / "dpo") == []
     for index in (0, 123, 499):
         for key in ("prompt_ids", "chosen_ids", "rejected_ids"):
             assert store[index][key].tolist() == pairs[index][key]
@@ -104,3 +106,17 @@ def test_cli_json_report_and_bad_input(sft_dir, tmp_path):
     assert not (tmp_path / "bad-store" / "metadata.json").exists()
     assert run("sft", "--help").stdout.count("streampack sft ") >= 2
     assert run("sft", bad, "-o", tmp_path / "x", "--max-length", "1").returncode == 2
+
+
+def test_verify_checks_an_sft_store(sft_dir, qwen, tmp_path):
+    write_sft_store(stream_sft(sft_dir, qwen, max_length=512), tmp_path / "store")
+    assert verify_store(tmp_path / "store") == []
+    mask = tmp_path / "store" / "shard-00000.mask"
+    data = bytearray(mask.read_bytes())
+    data[5] ^= 1
+    mask.write_bytes(bytes(data))
+    problems = verify_store(tmp_path / "store")
+    assert any("shard-00000.mask: crc32 checksum differs" in p for p in problems)
+    tokens = tmp_path / "store" / "shard-00000.tokens"
+    tokens.write_bytes(tokens.read_bytes()[:-4])
+    assert "ids and" in verify_store(tmp_path / "store")[0]

@@ -242,3 +242,53 @@ class SFTStore(Sequence):
             "labels": labels,
             "attention_mask": np.ones_like(input_ids),
         }
+
+
+def verify_sft_store(path, checksums: bool = True) -> list[str]:
+    """Every inconsistency of an SFT store with its metadata, as `file: what (expected, found)`."""
+    path = Path(path)
+    try:
+        store = SFTStore(path)
+    except (StoreError, OSError, ValueError, KeyError) as error:
+        return [str(error)]
+    meta = store.metadata
+    vocab = int(meta["tokenizer"]["vocab_size"])
+    problems: list[str] = []
+    counts = {info["count"] for info in meta["shards"]}
+    if len(counts) != 1 or counts != {len(store)}:
+        problems.append(f"metadata: samples {len(store)}, but the streams hold {sorted(counts)}")
+    for info, (tokens, mask, offsets) in zip(meta["shards"], store._streams, strict=True):
+        name = info["tokens"]
+        if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(tokens):
+            problems.append(f"{name}: offsets do not run from 0 up to its {len(tokens)} ids")
+            continue
+        if len(tokens) and int(tokens.max()) >= vocab:
+            problems.append(
+                f"{name}: token id {int(tokens.max())} outside the vocabulary ({vocab})"
+            )
+        if checksums and zlib.crc32(memoryview(np.ascontiguousarray(tokens))) != info["crc32"]:
+            problems.append(
+                f"{name}: crc32 checksum differs: the file changed after it was written"
+            )
+        if mask is None:
+            continue
+        if len(mask) != len(tokens):
+            problems.append(f"{info['mask']}: {len(mask)} mask bytes (expected {len(tokens)})")
+            continue
+        if checksums and zlib.crc32(memoryview(np.ascontiguousarray(mask))) != info["mask_crc32"]:
+            problems.append(
+                f"{info['mask']}: crc32 checksum differs: the file changed after it was written"
+            )
+        if len(mask) and int(mask.max()) > 1:
+            problems.append(f"{info['mask']}: mask values other than 0 and 1")
+        # Every sample must train on at least one token: one with all labels -100 is never stored.
+        empty = np.diff(offsets) == 0
+        if len(tokens):
+            starts = np.minimum(offsets[:-1], len(tokens) - 1)
+            trained = np.add.reduceat(mask.astype(np.int64), starts)
+            untrained = int(np.count_nonzero((trained == 0) | empty))
+        else:
+            untrained = len(empty)
+        if untrained:
+            problems.append(f"{info['mask']}: {untrained} samples without a trained token")
+    return problems

@@ -1,5 +1,6 @@
 """Checking a store against its own metadata: sizes, checksums, index, counts and id range."""
 
+import json
 import zlib
 from pathlib import Path
 
@@ -16,6 +17,10 @@ CHUNK_BYTES = 16 << 20
 def verify_store(path, checksums: bool = True) -> list[str]:
     """Every inconsistency found, as `file: what is wrong (expected, found)`; empty when sound."""
     path = Path(path)
+    if _is_sft_store(path):
+        from ..sft.store import verify_sft_store
+
+        return verify_sft_store(path, checksums)
     try:
         meta = read_metadata(path)
     except StoreError as error:
@@ -80,6 +85,14 @@ def verify_store(path, checksums: bool = True) -> list[str]:
             f"truncated = {accounted}"
         )
     return problems
+
+
+def _is_sft_store(path: Path) -> bool:
+    try:
+        meta = json.loads((path / layout.METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == "streampack-sft-store"
 
 
 def _check_tokens(tokens_path, shard, dtype, vocab, checksums) -> list[str]:
