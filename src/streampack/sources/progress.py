@@ -8,22 +8,30 @@ from ..records import RecordBatch
 from ..report import MAX_LOCATIONS, Report
 
 
-def skip_lines(
-    report: Report, reason: str, path: str, lines: Sequence[int], fatal: bool = True
-) -> None:
-    """Count one skipped record per entry of `lines` without one locked call per record.
+def count_lines(count, kept: dict, reason: str, path: str, lines, details=None, **options):
+    """Count one record per entry of `lines` through `count` (`report.skip` or `report.repair`)
+    without one locked call per record.
 
-    Blank lines can be half of a text corpus; the report keeps only the first few locations, so
-    only those get their own call and the rest go in as one count.
+    Blank lines can be half of a text corpus; the report keeps only the first few locations (in
+    `kept`), so only those get their own call and the rest go in as one count. `details[i]` is
+    the detail of `lines[i]`.
     """
     if not len(lines):
         return
-    room = max(0, MAX_LOCATIONS - len(report.locations.get(reason, ())))
-    for line in lines[:room]:
-        report.skip(reason, path, int(line), fatal=fatal)
+    room = max(0, MAX_LOCATIONS - len(kept.get(reason, ())))
+    for index, line in enumerate(lines[:room]):
+        count(reason, path, int(line), detail=details[index] if details else "", **options)
     rest = len(lines) - room
     if rest > 0:
-        report.skip(reason, path, int(lines[room]), count=rest, fatal=fatal)
+        detail = details[room] if details else ""
+        count(reason, path, int(lines[room]), count=rest, detail=detail, **options)
+
+
+def skip_lines(
+    report: Report, reason: str, path: str, lines: Sequence[int], fatal: bool = True
+) -> None:
+    """Count the records at `lines` of `path` as not used, under `reason`."""
+    count_lines(report.skip, report.locations, reason, path, lines, fatal=fatal)
 
 
 class FileProgress:

@@ -8,8 +8,9 @@ never occur inside a UTF-8 multibyte sequence, a cut after a line break never sp
 import codecs
 from collections.abc import Iterator
 
-from ..report import MAX_LOCATIONS, Report
+from ..report import Report
 from .compression import SourceStream
+from .progress import count_lines
 
 BOM = b"\xef\xbb\xbf"
 
@@ -164,13 +165,10 @@ def report_invalid_utf8(
     """
     count = report.skip if dropped else report.repair
     kept = report.locations if dropped else report.repaired_locations
-    room = max(0, MAX_LOCATIONS - len(kept.get(reason, ())))
     items = sorted(bad.items())
-    for line, position in items[:room]:
-        count(reason, path, line, detail=f"byte offset {position}")
-    if len(items) > room:
-        line, position = items[room]
-        count(reason, path, line, count=len(items) - room, detail=f"byte offset {position}")
+    lines = [line for line, _ in items]
+    details = [f"byte offset {position}" for _, position in items]
+    count_lines(count, kept, reason, path, lines, details)
 
 
 class Decoder:
