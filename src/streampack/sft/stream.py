@@ -15,15 +15,13 @@ batch and the grouping buffer (`buffer_batches * batch_size` samples).
 import dataclasses
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator
-from queue import Full, Queue
 
 import numpy as np
 
 from ..config import ON_ERRORS
-from ..engine import peak_rss_mb
+from ..engine import peak_rss_mb, threaded
 from ..errors import ConfigError, DataError
 from ..pack import IGNORE_INDEX
 from ..report import Report, nothing_used
@@ -217,7 +215,7 @@ class SFTStream:
         """
         kind = "preference" if self.config.preference else "sft"
         self._start()
-        for path, items, ids in _ahead(self._read_and_encode(kind), READ_AHEAD):
+        for path, items, ids in threaded(self._read_and_encode(kind), READ_AHEAD, "sft-reader"):
             self._prefilled.ids = ids
             yield path, items
         self._prefilled.ids = {}
@@ -296,41 +294,6 @@ class SFTStream:
             values["padded_tokens"] = padded
             values["padding_ratio"] = round(padded / total, 4)
             yield arrays
-
-
-_DONE = object()
-
-
-def _ahead(items: Iterator, depth: int) -> Iterator:
-    """`items`, produced in a thread at most `depth` ahead; its errors are raised here."""
-    queue: Queue = Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        queue.put(item, timeout=0.1)
-                        break
-                    except Full:
-                        continue
-                if stop.is_set():
-                    return
-            queue.put(_DONE)
-        except BaseException as error:  # handed to the consumer, raised there
-            queue.put(error)
-
-    thread = threading.Thread(target=produce, name="streampack-sft-reader", daemon=True)
-    thread.start()
-    try:
-        while (item := queue.get()) is not _DONE:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        thread.join()
 
 
 def _in_order(samples, batch_size: int) -> Iterator[list[Sample]]:
