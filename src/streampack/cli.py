@@ -242,6 +242,19 @@ class _ProgressBar:
             self.bar.close()
 
 
+def _counted(report: dict, section: str, label: str, width: int) -> list[str]:
+    """The lines of one count section of a report (`skipped`, `repaired`): total, then reasons."""
+    counts = report.get(section) or {}
+    if not counts:
+        return []
+    total = sum(entry["count"] for entry in counts.values())
+    lines = [f"{section:<14} {total:,} records ({label})"]
+    for reason, entry in counts.items():
+        first = entry["first"][0] if entry["first"] else ""
+        lines.append(f"  {reason:<{width}} {entry['count']:>8,}  first at {first}")
+    return lines
+
+
 def _summary(report: dict) -> str:
     lines = [
         f"documents      {report['documents']:,}",
@@ -252,14 +265,8 @@ def _summary(report: dict) -> str:
     ]
     if report.get("truncated_tokens"):
         lines.append(f"truncated      {report['truncated_tokens']:,} tokens")
-    for section, label in (("skipped", "not used"), ("repaired", "kept after a repair")):
-        counts = report.get(section) or {}
-        if counts:
-            total = sum(entry["count"] for entry in counts.values())
-            lines.append(f"{section:<14} {total:,} records ({label})")
-            for reason, entry in counts.items():
-                first = entry["first"][0] if entry["first"] else ""
-                lines.append(f"  {reason:<22} {entry['count']:>8,}  first at {first}")
+    lines += _counted(report, "skipped", "not used", 22)
+    lines += _counted(report, "repaired", "kept after a repair", 22)
     for field_name, types in (report.get("field_types") or {}).items():
         mixed = ", ".join(f"{kind} {count:,}" for kind, count in types.items())
         lines.append(f"field {field_name!r} changes type: {mixed}")
@@ -570,13 +577,7 @@ def _sft_summary(report: dict, preference: bool) -> str:
         )
     for action, count in sorted((report.get("sft_fixes") or {}).items()):
         lines.append(f"  fixed {action:<26} {count:>8,}")
-    skipped = report.get("skipped") or {}
-    if skipped:
-        total = sum(entry["count"] for entry in skipped.values())
-        lines.append(f"skipped        {total:,} records (not used)")
-        for reason, entry in skipped.items():
-            first = entry["first"][0] if entry["first"] else ""
-            lines.append(f"  {reason:<32} {entry['count']:>8,}  first at {first}")
+    lines += _counted(report, "skipped", "not used", 32)
     lines += [
         f"files          {len(report['files'])}",
         f"template       {report['template']}, tokenizer {report['tokenizer']}, "
