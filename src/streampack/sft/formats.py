@@ -45,7 +45,6 @@ rejection is a `RecordRejected` with a named reason:
 import contextlib
 import json
 import logging
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -69,6 +68,7 @@ ROLE_ALIASES = {
 }
 # Turns a model is trained to produce.
 ANSWER_ROLES = ("assistant", "function_call")
+_MISSING = object()
 
 # reason -> what is wrong, for messages; the keys are what `Report.skip` counts.
 REJECT_REASONS = {
@@ -169,8 +169,8 @@ def parse_records(
         if not isinstance(item, wanted):
             report.skip("unrecognized_record", path, line, found=f"a record that is not {kind}")
             continue
-        for action, count in Counter(actions).items():
-            fixes[action] = fixes.get(action, 0) + count
+        for action in actions:
+            fixes[action] = fixes.get(action, 0) + 1
         yield line, item
 
 
@@ -204,7 +204,9 @@ def _preference(record: dict, actions: list[str]) -> PreferencePair:
 
 
 def _role(name) -> str:
-    role = ROLE_ALIASES.get(name.strip().lower()) if isinstance(name, str) else None
+    if not isinstance(name, str):
+        raise RecordRejected("unknown_role", repr(name))
+    role = ROLE_ALIASES.get(name) or ROLE_ALIASES.get(name.strip().lower())
     if role is None:
         raise RecordRejected("unknown_role", repr(name))
     return role
@@ -218,14 +220,17 @@ def _turn_list(value, role_key: str, text_key: str) -> list[tuple[str, str]]:
     for turn in value:
         if not isinstance(turn, dict):
             raise RecordRejected("malformed_turn", f"a turn of type {type(turn).__name__}")
-        key_role = role_key if role_key in turn else "role"
-        key_text = text_key if text_key in turn else "content"
-        if key_role not in turn or key_text not in turn:
+        role = turn.get(role_key, _MISSING)
+        if role is _MISSING:
+            role = turn.get("role", _MISSING)
+        text = turn.get(text_key, _MISSING)
+        if text is _MISSING:
+            text = turn.get("content", _MISSING)
+        if role is _MISSING or text is _MISSING:
             raise RecordRejected("malformed_turn", f"a turn with fields {', '.join(turn)}")
-        text = turn[key_text]
         if not isinstance(text, str):
             raise RecordRejected("non_string_content", f"a text of type {type(text).__name__}")
-        turns.append((_role(turn[key_role]), text))
+        turns.append((_role(role), text))
     return turns
 
 
@@ -339,37 +344,37 @@ def _apply_policy(
         start += 1
     if len(systems) > 1:
         actions.append("merged_system")
-    rest = turns[start:]
-    for index, (role, _) in enumerate(rest):
+    roles: list[str] = []
+    texts: list[str] = []
+    for index in range(start, len(turns)):
+        role, text = turns[index]
         if role == "system":
-            raise RecordRejected("misplaced_system_turn", f"turn {start + index + 1}")
-
-    merged: list[list[str]] = []
-    for role, text in rest:
-        if not text.strip():
+            raise RecordRejected("misplaced_system_turn", f"turn {index + 1}")
+        if not text or text.isspace():
             actions.append("dropped_empty_turn")
-        elif merged and merged[-1][0] == role:
-            merged[-1][1] = f"{merged[-1][1]}\n{text}"
+        elif roles and roles[-1] == role:
+            texts[-1] = f"{texts[-1]}\n{text}"
             actions.append("merged_consecutive_turns")
         else:
-            merged.append([role, text])
-
-    while merged and merged[0][0] != "user":
-        role = merged.pop(0)[0]
+            roles.append(role)
+            texts.append(text)
+    while roles and roles[0] != "user":
+        role = roles.pop(0)
+        texts.pop(0)
         actions.append("dropped_leading_tool" if role == "tool" else "dropped_leading_assistant")
 
     if prompt_only:
-        if not merged or merged[-1][0] != "user":
-            last = merged[-1][0] if merged else "no turn"
-            raise RecordRejected("prompt_not_ending_with_user", last)
+        if not roles or roles[-1] != "user":
+            raise RecordRejected("prompt_not_ending_with_user", roles[-1] if roles else "no turn")
     else:
-        if not any(role in ANSWER_ROLES for role, _ in merged):
-            raise RecordRejected("no_assistant_turn", f"roles {[role for role, _ in merged]}")
-        while merged[-1][0] not in ANSWER_ROLES:
-            merged.pop()
+        if not any(role in ANSWER_ROLES for role in roles):
+            raise RecordRejected("no_assistant_turn", f"roles {roles}")
+        while roles[-1] not in ANSWER_ROLES:
+            roles.pop()
+            texts.pop()
             actions.append("dropped_trailing_turn")
     return Conversation(
         system="\n".join(systems) if systems else None,
-        turns=tuple(Turn(role, text) for role, text in merged),
+        turns=tuple(map(Turn, roles, texts)),
         tools=tools,
     )

@@ -1,15 +1,16 @@
 """`stream_sft`: chat files → conversations → samples → padded batches, in bounded memory.
 
 ```
-files ──► (line, object) ──► Conversation ──► Sample ──► length-grouped batches ──► padded
-(json_objects.py)            (formats.py)     (encode.py) (collate.py)              int64 arrays
+files ──► (line, object) ──► Conversation ──► piece refs ──► Sample ──► grouped ──► padded
+(json_objects.py)            (formats.py)     (layout.py)    (layout.py) (collate.py)  int64
 ```
 
-Records are read 1,024 at a time; all the content texts of those records are encoded in one
-call to the backend `make_encoder` picks (quicktok, on all cores, where it is verified exact;
-else Hugging Face `tokenizers`), and the template layout, truncation and label masks are then
-built by `encode_conversation` from those ids, in the calling thread. Memory holds one read
-batch and the grouping buffer (`buffer_batches * batch_size` samples).
+Records are read 1,024 at a time. The distinct content texts of those records are encoded in
+one call to the backend `make_encoder` picks (quicktok, on all cores, where it is verified
+exact; else Hugging Face `tokenizers`), and `layout.BatchLayout` builds every sample of the
+batch from those ids with numpy; conversations longer than `max_length` go through
+`encode.encode_conversation`, which drops rounds and cuts the prompt. Memory holds a few read
+batches and the grouping buffer (`buffer_batches * batch_size` samples).
 """
 
 import dataclasses
@@ -18,56 +19,23 @@ import os
 import time
 from collections.abc import Iterator
 
-import numpy as np
-
 from ..config import ON_ERRORS
 from ..engine import peak_rss_mb, threaded
 from ..errors import ConfigError, DataError
-from ..pack import IGNORE_INDEX
 from ..report import Report, nothing_used
 from ..sources.discovery import discover
 from ..sources.json_objects import read_json_objects
 from ..tokenize import LoadedTokenizer, load_tokenizer, make_encoder
 from .collate import length_grouped_batches, pad_batch
-from .encode import NO_ANSWER_TOKEN, Sample, check_template, encode_conversation, encode_preference
+from .encode import NO_ANSWER_TOKEN, Sample, check_template, encode_preference
 from .formats import PreferencePair, parse_records
+from .layout import BatchLayout, Plan, PrefilledTokenizer
 from .templates import system_text
 
 log = logging.getLogger(__name__)
 
 # Read batches encoded ahead of the one being laid out: one keeps both cores busy.
 READ_AHEAD = 2
-
-
-class _Ids:
-    """What `tokenizers.Encoding` offers the encoder: `.ids`."""
-
-    __slots__ = ("ids",)
-
-    def __init__(self, ids: list[int]) -> None:
-        self.ids = ids
-
-
-class _PrefilledTokenizer:
-    """The HF tokenizer, but `encode` answers from ids the backend computed for a whole batch.
-
-    The encoder of `encode.py` asks for one content text at a time; asking HF for each costs a
-    call per segment, while quicktok encodes every segment of 1,024 records in one call on all
-    cores. A text not prefilled (none should be) falls through to HF.
-    """
-
-    def __init__(self, hf) -> None:
-        self._hf = hf
-        self.ids: dict[str, list[int]] = {}
-
-    def __getattr__(self, name):
-        return getattr(self._hf, name)
-
-    def encode(self, text: str, add_special_tokens: bool = True):
-        ids = self.ids.get(text) if not add_special_tokens else None
-        if ids is None:
-            return self._hf.encode(text, add_special_tokens=add_special_tokens)
-        return _Ids(ids)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,9 +100,12 @@ class SFTStream:
         self.tokenizer_load_seconds = time.perf_counter() - started
         self.template = check_template(config.template, self.tokenizer)
         self.encoder = make_encoder(self.tokenizer, backend)
-        self._prefilled = _PrefilledTokenizer(self.tokenizer.hf)
+        self._prefilled = PrefilledTokenizer(self.tokenizer.hf)
         # The encoder of encode.py is kept per tokenizer object: this one reads prefilled ids.
         self._encoding_tokenizer = dataclasses.replace(self.tokenizer, hf=self._prefilled)
+        self.layout = BatchLayout(
+            self.template, self._encoding_tokenizer, config.max_length, config.last_turn_only
+        )
         self._eos_token = self.tokenizer.hf.id_to_token(self.tokenizer.eos_id)
         self._report = Report(config.on_error)
         self.files: list = []
@@ -159,6 +130,8 @@ class SFTStream:
             padded_tokens=0,
             padding_ratio=0.0,
             sft_fixes={},
+            content_texts=0,
+            distinct_content_texts=0,
             template=self.template.name,
             max_length=self.config.max_length,
             last_turn_only=self.config.last_turn_only,
@@ -200,60 +173,67 @@ class SFTStream:
         flat = ids.tolist()
         return {text: flat[bounds[i] : bounds[i + 1]] for i, text in enumerate(unique)}
 
-    def _read_and_encode(self, kind: str) -> Iterator[tuple[str, list, dict]]:
+    def _read_and_encode(self) -> Iterator[tuple[str, list, dict]]:
         report = self._report
         for path, records in read_json_objects(self.files, report):
-            items = list(parse_records(records, path, report, kind))
+            items = list(parse_records(records, path, report, "preference"))
             if items:
                 yield path, items, self._content_ids([item for _, item in items])
 
-    def _parsed(self) -> Iterator[tuple[str, list]]:
-        """Parsed records with their content ids ready, one read batch at a time.
+    def _planned(self) -> Iterator[tuple[str, Plan]]:
+        for path, records in read_json_objects(self.files, self._report):
+            items = list(parse_records(records, path, self._report, "sft"))
+            if items:
+                yield path, self.layout.plan(items)
 
-        Reading, parsing and the backend's encoding of the next batch run in a thread while the
-        caller lays out this one: quicktok releases the GIL, so the two overlap.
-        """
-        kind = "preference" if self.config.preference else "sft"
-        self._start()
-        for path, items, ids in threaded(self._read_and_encode(kind), READ_AHEAD, "sft-reader"):
-            self._prefilled.ids = ids
-            yield path, items
-        self._prefilled.ids = {}
+    def _laid_out(self) -> Iterator[tuple[str, list, list, int]]:
+        for path, plan in threaded(self._planned(), READ_AHEAD, "sft-reader"):
+            ids, offsets = self.encoder.encode_batch(list(plan.texts))
+            values = self._report.values
+            values["content_texts"] += plan.mentions
+            values["distinct_content_texts"] += len(plan.texts)
+            yield path, *self.layout.lay_out(plan, ids, offsets)
 
     def samples(self) -> Iterator[Sample]:
-        """Every sample, in file order, unpadded."""
+        """Every sample, in file order, unpadded.
+
+        Three stages overlap: reading and parsing with the piece references of each read batch
+        (`layout.plan`), then the backend's encoding of its content texts and the numpy layout
+        (`layout.lay_out`), each in a thread of its own, and here the counting and handing out.
+        quicktok and numpy release the GIL, so parsing the next batch runs beside them.
+        """
         if self.config.preference:
             raise ConfigError("samples() is for SFT streams; use pairs() with preference=True")
-        config = self.config
-        for path, items in self._parsed():
-            report, values = self._report, self._report.values
-            for line, conversation in items:
-                sample = encode_conversation(
-                    conversation,
-                    self.template,
-                    self._encoding_tokenizer,
-                    config.max_length,
-                    config.last_turn_only,
-                    report=report,
-                    path=path,
-                    line=line,
-                )
-                if sample is None:
-                    continue
-                values["samples"] += 1
+        self._start()
+        report, values = self._report, self._report.values
+        found = f"max_length {self.config.max_length}"
+        for path, samples, skipped, trained in threaded(self._laid_out(), READ_AHEAD, "sft-layout"):
+            for line, reason in skipped:
+                log.debug("skipped a conversation at %s:%s: %s", path, line, reason)
+                report.skip(reason, path, line, found=found)
+            values["samples"] += len(samples)
+            values["trained_tokens"] += trained
+            for _, sample in samples:
                 values["tokens"] += len(sample)
-                values["trained_tokens"] += int(np.count_nonzero(sample.labels != IGNORE_INDEX))
                 if sample.truncated_tokens:
                     values["truncated_samples"] += 1
                     values["truncated_tokens"] += sample.truncated_tokens
                 yield sample
         self._finish()
 
+    def _pairs_parsed(self) -> Iterator[tuple[str, list]]:
+        """Parsed pairs with their content ids ready, one read batch at a time."""
+        self._start()
+        for path, items, ids in threaded(self._read_and_encode(), READ_AHEAD, "sft-reader"):
+            self._prefilled.ids = ids
+            yield path, items
+        self._prefilled.ids = {}
+
     def pairs(self) -> Iterator[dict]:
         """`{"prompt_ids", "chosen_ids", "rejected_ids"}` (lists of ints) per preference pair."""
         if not self.config.preference:
             raise ConfigError("pairs() needs preference=True")
-        for path, items in self._parsed():
+        for path, items in self._pairs_parsed():
             values = self._report.values
             for line, pair in items:
                 encoded = encode_preference(
