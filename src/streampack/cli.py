@@ -600,10 +600,11 @@ def _sft_summary(report: dict, preference: bool) -> str:
 )
 @click.option(
     "--template",
-    type=click.Choice(["chatml", "qwen", "llama3", "mistral", "vicuna", "alpaca"]),
-    default="chatml",
+    type=click.Choice(["auto", "chatml", "qwen", "llama3", "mistral", "vicuna", "alpaca"]),
+    default="auto",
     show_default=True,
-    help="Chat template; its markers must be special tokens of the tokenizer.",
+    help="Chat template: auto is the tokenizer's own Jinja chat_template (chatml where it "
+    "has none, as the built-in Qwen2.5); a named one's markers must be special tokens.",
 )
 @click.option(
     "--max-length",

@@ -102,7 +102,9 @@ def test_tool_turns_per_template():
 def test_qwen_is_chatml_and_unknown_template_is_a_config_error():
     assert get_template("qwen").text(CONV) == get_template("chatml").text(CONV)
     assert set(TEMPLATES) == {"chatml", "qwen", "llama3", "mistral", "vicuna", "alpaca"}
-    with pytest.raises(ConfigError, match=r"template must be one of .* found 'auto'"):
+    with pytest.raises(ConfigError, match=r"template must be auto .* found 'chatml2'"):
+        get_template("chatml2")
+    with pytest.raises(ConfigError, match=r"auto_template\(tokenizer\)"):
         get_template("auto")
 
 

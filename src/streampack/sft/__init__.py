@@ -4,7 +4,10 @@
 records ──► Conversation / PreferencePair ──► segments ──► Sample ──► batches
 (formats.py: ShareGPT,   (role-order policy,  (templates.py:  (encode.py:   (collate.py:
  OpenAI, Alpaca, tools,   named fixes and      markers and     ids, labels,  padding by
- preference pairs)        rejections)          trainable)      max_length)   position)
+ preference pairs)        rejections)          trainable;      max_length;   position)
+                                               jinja.py: the   layout.py: a
+                                               tokenizer's     read batch
+                                               own template)   at once)
 ```
 """
 
@@ -27,6 +30,7 @@ from .formats import (
     parse_record,
     parse_records,
 )
+from .jinja import JinjaTemplate, auto_template
 from .templates import TEMPLATES, Segment, Template, get_template
 
 __all__ = [
@@ -36,12 +40,14 @@ __all__ = [
     "ROLE_ALIASES",
     "TEMPLATES",
     "Conversation",
+    "JinjaTemplate",
     "PreferencePair",
     "RecordRejected",
     "Sample",
     "Segment",
     "Template",
     "Turn",
+    "auto_template",
     "check_template",
     "encode_conversation",
     "encode_preference",

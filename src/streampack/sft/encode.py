@@ -29,6 +29,7 @@ from ..pack import IGNORE_INDEX
 from ..report import Report
 from ..tokenize import LoadedTokenizer
 from .formats import Conversation, PreferencePair, Turn
+from .jinja import AUTO, TemplateRejected, auto_template
 from .templates import Block, Template, get_template
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,10 @@ def _cut(ids: list[int], first: int, header: int, max_length: int) -> tuple[int,
     return start, start + max_length
 
 
-def _encode(conversation, template, tokenizer, max_length, last_turn_only) -> Sample | str:
+def _encode(
+    conversation, template, tokenizer, max_length, last_turn_only
+) -> Sample | tuple[str, str]:
+    """The sample, or why there is none: `(reason, found)`."""
     encoder = _encoder(template, tokenizer)
     starts = _rounds(conversation.turns)
     dropped = 0
@@ -134,12 +138,15 @@ def _encode(conversation, template, tokenizer, max_length, last_turn_only) -> Sa
             conversation.turns[starts[dropped] if dropped else 0 :],
             conversation.tools,
         )
-        blocks = encoder.template.blocks(kept, encoder.eos_token)
+        try:
+            blocks = encoder.template.blocks(kept, encoder.eos_token)
+        except TemplateRejected as rejected:
+            return rejected.reason, rejected.found
         ids, labels, header = encoder.layout(blocks, last_turn_only)
         if dropped == 0:
             full_length = len(ids)
         if header is None:
-            return NO_ASSISTANT_TURN
+            return NO_ASSISTANT_TURN, "no answer to learn from"
         too_long = max_length is not None and len(ids) > max_length
         if not too_long or dropped + 1 >= len(starts):
             break
@@ -147,7 +154,7 @@ def _encode(conversation, template, tokenizer, max_length, last_turn_only) -> Sa
     first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
     window = (0, len(ids)) if max_length is None else _cut(ids, first, header, max_length)
     if window is None:
-        return NO_ANSWER_TOKEN
+        return NO_ANSWER_TOKEN, f"max_length {max_length}"
     start, end = window
     input_ids = np.asarray(ids[start:end], dtype=np.int64)
     return Sample(
@@ -164,6 +171,8 @@ _ENCODERS: dict[tuple[int, int], _Encoder] = {}
 
 def _encoder(template, tokenizer: LoadedTokenizer) -> _Encoder:
     # One per (template, tokenizer) pair: the marker check and the text cache are kept.
+    if template == AUTO:
+        template = auto_template(tokenizer)
     template = get_template(template)
     key = (id(template), id(tokenizer))
     encoder = _ENCODERS.get(key)
@@ -193,15 +202,17 @@ def encode_conversation(
     """The sample of one conversation, or None when no answer token can be kept.
 
     None is counted in `report` (when given) at `path:line` as `no_answer_token_after_truncation`,
-    or `no_assistant_turn` for a conversation with no answer at all.
+    `no_assistant_turn` for a conversation with no answer at all, or, with `template="auto"`,
+    `chat_template_error` / `chat_template_changes_text` (see `jinja.py`).
     """
     if max_length is not None and max_length < 1:
         raise ConfigError(f"max_length must be at least 1 (or None), found {max_length}")
     result = _encode(conversation, template, tokenizer, max_length, last_turn_only)
-    if isinstance(result, str):
-        log.debug("skipped a conversation at %s:%s: %s", path, line, result)
+    if isinstance(result, tuple):
+        reason, found = result
+        log.debug("skipped a conversation at %s:%s: %s", path, line, reason)
         if report is not None:
-            report.skip(result, path, line, found=f"max_length {max_length}")
+            report.skip(reason, path, line, found=found)
         return None
     return result
 

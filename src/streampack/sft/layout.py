@@ -133,7 +133,9 @@ class BatchLayout:
         self._piece_offsets: list[int] = [0]
         self._pool_cache: tuple[int, np.ndarray, np.ndarray] | None = None
         self._shapes: dict[tuple, Shape | None] = {}
-        self.compiled = True
+        # Shapes come from `turn` and `system`; a template with its own `blocks` (the Jinja
+        # chat template of `template="auto"`) renders whole conversations instead.
+        self.compiled = type(self.template).blocks is Template.blocks
         # What opens every sample: the tokenizer's BOS (where the template writes none) and the
         # template's own prefix, one fixed piece, never trained.
         first = list(self.encoder.prefix)
@@ -218,7 +220,7 @@ class BatchLayout:
         counts: list[int] = []
         mentions = 0
         default_system = self.template.default_system
-        template_system = self._system_shape()
+        template_system = self._system_shape() if self.compiled else None
         for _, conversation in items:
             begin = len(refs)
             if self._prefix is not None:
@@ -241,9 +243,11 @@ class BatchLayout:
                         break
             for index, turn in enumerate(turns):
                 content = texts.setdefault(turn.content, len(texts))
+                if not self.compiled:
+                    continue  # `lay_out` encodes every conversation on its own
                 shape = self._turn_shape(turn.role, previous, index == 0 and system is not None)
                 if shape is None:
-                    continue  # not compiled: `lay_out` encodes every conversation on its own
+                    continue
                 refs += [
                     content if p is CONTENT_SLOT else system_ref if p is SYSTEM_SLOT else p
                     for p in shape.pieces
@@ -282,8 +286,8 @@ class BatchLayout:
 
     def lay_out(
         self, plan: Plan, text_ids: np.ndarray, text_offsets: np.ndarray
-    ) -> tuple[list[tuple[int, Sample]], list[tuple[int, str]], int]:
-        """`([(line, sample), ...], [(line, skip reason), ...], trained tokens)`, in order.
+    ) -> tuple[list[tuple[int, Sample]], list[tuple[int, str, str]], int]:
+        """`([(line, sample), ...], [(line, reason, found), ...], trained tokens)`, in order.
 
         `text_ids` and `text_offsets` are the backend's encoding of `plan.texts`.
         """
@@ -291,7 +295,7 @@ class BatchLayout:
             return [], [], 0
         fast = self._gather(plan, text_ids, text_offsets) if self.compiled else None
         samples: list[tuple[int, Sample]] = []
-        skipped: list[tuple[int, str]] = []
+        skipped: list[tuple[int, str, str]] = []
         trained = 0
         for number, (line, conversation) in enumerate(
             zip(plan.lines, plan.conversations, strict=True)
@@ -299,8 +303,8 @@ class BatchLayout:
             done = fast[number] if fast is not None else None
             if done is None:
                 result = self._slow(conversation, text_ids, text_offsets, plan)
-                if isinstance(result, str):
-                    skipped.append((line, result))
+                if isinstance(result, tuple):
+                    skipped.append((line, *result))
                     continue
                 done = result, int(np.count_nonzero(result.labels != IGNORE_INDEX))
             samples.append((line, done[0]))

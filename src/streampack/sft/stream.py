@@ -29,6 +29,7 @@ from ..tokenize import LoadedTokenizer, load_tokenizer, make_encoder
 from .collate import length_grouped_batches, pad_batch
 from .encode import NO_ANSWER_TOKEN, Sample, check_template, encode_preference
 from .formats import PreferencePair, parse_records
+from .jinja import AUTO, TemplateRejected
 from .layout import BatchLayout, Plan, PrefilledTokenizer
 from .templates import system_text
 
@@ -43,7 +44,7 @@ class SFTConfig:
     """How conversations become samples and batches; checked on construction.
 
     Attributes:
-        template: a name of `sft.TEMPLATES`.
+        template: `auto` (the tokenizer's own chat template) or a name of `sft.TEMPLATES`.
         max_length: the longest sample, in tokens (None: no cap).
         last_turn_only: train only the last answer of each conversation.
         preference: read preference pairs and yield prompt/chosen/rejected ids, unpadded.
@@ -55,7 +56,7 @@ class SFTConfig:
         on_error: `skip` counts a bad record; `raise` stops at the first with its file:line.
     """
 
-    template: str = "chatml"
+    template: str = "auto"
     max_length: int | None = 2048
     last_turn_only: bool = False
     preference: bool = False
@@ -132,13 +133,19 @@ class SFTStream:
             sft_fixes={},
             content_texts=0,
             distinct_content_texts=0,
-            template=self.template.name,
+            template=self._template_name(),
             max_length=self.config.max_length,
             last_turn_only=self.config.last_turn_only,
             tokenizer=self.tokenizer.name,
             backend=self.encoder.name,
             tokenizer_load_seconds=round(self.tokenizer_load_seconds, 3),
         )
+
+    def _template_name(self) -> str:
+        name = self.template.name
+        if self.config.template == AUTO and name != AUTO:
+            return f"{name} (auto: the tokenizer has no chat template)"
+        return name
 
     def _finish(self) -> None:
         values = self._report.values
@@ -206,9 +213,8 @@ class SFTStream:
             raise ConfigError("samples() is for SFT streams; use pairs() with preference=True")
         self._start()
         report, values = self._report, self._report.values
-        found = f"max_length {self.config.max_length}"
         for path, samples, skipped, trained in threaded(self._laid_out(), READ_AHEAD, "sft-layout"):
-            for line, reason in skipped:
+            for line, reason, found in skipped:
                 log.debug("skipped a conversation at %s:%s: %s", path, line, reason)
                 report.skip(reason, path, line, found=found)
             values["samples"] += len(samples)
@@ -236,9 +242,13 @@ class SFTStream:
         for path, items in self._pairs_parsed():
             values = self._report.values
             for line, pair in items:
-                encoded = encode_preference(
-                    pair, self.template, self._encoding_tokenizer, self.config.max_length
-                )
+                try:
+                    encoded = encode_preference(
+                        pair, self.template, self._encoding_tokenizer, self.config.max_length
+                    )
+                except TemplateRejected as rejected:
+                    self._report.skip(rejected.reason, path, line, found=rejected.found)
+                    continue
                 if encoded is None:
                     self._report.skip(
                         NO_ANSWER_TOKEN, path, line, found=f"max_length {self.config.max_length}"
@@ -290,7 +300,7 @@ def _in_order(samples, batch_size: int) -> Iterator[list[Sample]]:
 def stream_sft(
     sources,
     tokenizer: str | LoadedTokenizer | None = None,
-    template: str = "chatml",
+    template: str = "auto",
     max_length: int | None = 2048,
     last_turn_only: bool = False,
     preference: bool = False,

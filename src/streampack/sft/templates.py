@@ -26,8 +26,8 @@ The layouts, written from each model family's published prompt format:
 - Tool results are a `tool` turn in `chatml`, an `ipython` turn in `llama3`, and a user turn
   in the other three; `function_call` turns are rendered as assistant turns. Tool definitions
   are appended to the system text as `Available tools (JSON):\\n{tools}`.
-  TODO(issue 4): each model's own tool-call layout (Qwen's `<tool_call>` tags, Mistral's
-  `[TOOL_CALLS]`) needs the tokenizer's own Jinja template (`template="auto"`), not written yet.
+  Each model's own tool layout (Qwen's `<tools>` system text) comes only with the
+  tokenizer's own Jinja template, `template="auto"` (`jinja.py`).
 - `mistral` writes `[INST]` and `[/INST]` as text, as Mistral 7B Instruct v0.1/v0.2 tokenize
   them; v0.3 tokenizers have them as control tokens, which only `auto` could match.
 - `alpaca` closes answers with the tokenizer's own EOS; `vicuna` and `mistral` with `</s>`.
@@ -249,9 +249,14 @@ def get_template(template: "str | Template") -> Template:
     """A built-in template by name, or `template` itself."""
     if isinstance(template, Template):
         return template
+    if template == "auto":
+        raise ConfigError(
+            "template auto is a tokenizer's own chat template: get it with "
+            "sft.auto_template(tokenizer), or pass the tokenizer with template='auto'"
+        )
     if template not in TEMPLATES:
         raise ConfigError(
-            f"template must be one of {', '.join(TEMPLATES)}, found {template!r} "
-            f"(`auto`, the tokenizer's own chat template, is not available yet)"
+            f"template must be auto (the tokenizer's own chat template) or one of "
+            f"{', '.join(TEMPLATES)}, found {template!r}"
         )
     return TEMPLATES[template]
