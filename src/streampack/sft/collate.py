@@ -1,9 +1,11 @@
-"""Samples → padded batches, and batches of similar lengths so that little of a batch is padding.
+"""Samples → padded batches, batches of similar lengths so that little of a batch is padding,
+and blocks of several whole samples (packing).
 
 Padding is found by position (each sample's length), never by token id: a pad id equal to EOS,
 the built-in tokenizer's default, never masks a real EOS.
 """
 
+import bisect
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -87,3 +89,89 @@ def padding_ratio(batches: Iterable[Sequence[Sample]], multiple_of: int | None =
         total += width * len(lengths)
         padded += width * len(lengths) - sum(lengths)
     return padded / total if total else 0.0
+
+
+def pack_samples(
+    samples: Iterable[Sample], block_size: int, buffer_size: int = 512, seed: int = 0
+) -> Iterator[list[Sample]]:
+    """Whole samples packed into blocks of at most `block_size` tokens, in bounded memory.
+
+    Up to `buffer_size` samples are held and placed longest first, each into the open block it
+    fills best (the one with the least room that still takes it), a new block when none does;
+    the blocks of a buffer are yielded in an order shuffled with `seed`. Every sample is in
+    exactly one block; none is ever split.
+    """
+    if block_size < 1 or buffer_size < 1:
+        raise ConfigError(
+            f"block_size and buffer_size must be at least 1, found {block_size} and {buffer_size}"
+        )
+    rng = np.random.default_rng(seed)
+    buffer: list[Sample] = []
+    for sample in samples:
+        if len(sample) > block_size:
+            raise ConfigError(
+                f"a sample of {len(sample)} tokens does not fit a block of {block_size}: pack "
+                f"with max_length at most the block size"
+            )
+        buffer.append(sample)
+        if len(buffer) == buffer_size:
+            yield from _best_fit(buffer, block_size, rng)
+            buffer = []
+    if buffer:
+        yield from _best_fit(buffer, block_size, rng)
+
+
+def _best_fit(buffer: list[Sample], block_size: int, rng) -> Iterator[list[Sample]]:
+    # Stable sort: equal lengths keep arrival order, so blocks depend only on input and seed.
+    ordered = sorted(buffer, key=len, reverse=True)
+    blocks: list[list[Sample]] = []
+    rooms: list[tuple[int, int]] = []  # (room left, block index), sorted
+    for sample in ordered:
+        size = len(sample)
+        at = bisect.bisect_left(rooms, (size, -1))
+        if at < len(rooms):
+            room, index = rooms.pop(at)
+            blocks[index].append(sample)
+        else:
+            room, index = block_size, len(blocks)
+            blocks.append([sample])
+        bisect.insort(rooms, (room - size, index))
+    for index in rng.permutation(len(blocks)):
+        yield blocks[index]
+
+
+def packed_batch(blocks: Sequence[Sequence[Sample]], block_size: int, pad_id: int) -> dict:
+    """int64 arrays (blocks, block_size) of packed samples, with `position_ids`.
+
+    Position ids restart at 0 with every sample, which is how Transformers' flash-attention
+    and SDPA paths keep packed sequences apart; the first label of every sample is -100, so
+    no label is learned across a boundary. The padding at the end of a block is masked in
+    `attention_mask` and `labels` and counts its own positions from 0.
+
+    Example, block size 8, samples [a b c] and [d e] (labels [-, b, c] and [-, e]):
+    input_ids [a b c d e P P P], labels [- b c - e - - -], position_ids [0 1 2 0 1 0 1 2],
+    attention_mask [1 1 1 1 1 0 0 0].
+    """
+    rows = len(blocks)
+    input_ids = np.full((rows, block_size), pad_id, dtype=np.int64)
+    labels = np.full((rows, block_size), IGNORE_INDEX, dtype=np.int64)
+    positions = np.zeros((rows, block_size), dtype=np.int64)
+    attention_mask = np.zeros((rows, block_size), dtype=np.int64)
+    ramp = np.arange(block_size, dtype=np.int64)
+    for row, block in enumerate(blocks):
+        start = 0
+        for sample in block:
+            end = start + len(sample)
+            input_ids[row, start:end] = sample.input_ids
+            labels[row, start:end] = sample.labels
+            labels[row, start] = IGNORE_INDEX
+            positions[row, start:end] = ramp[: end - start]
+            start = end
+        attention_mask[row, :start] = 1
+        positions[row, start:] = ramp[: block_size - start]
+    return {
+        "input_ids": input_ids,
+        "labels": labels,
+        "attention_mask": attention_mask,
+        "position_ids": positions,
+    }

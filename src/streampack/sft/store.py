@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib.metadata import version
 from pathlib import Path
 
@@ -33,6 +33,8 @@ from ..pack import IGNORE_INDEX
 from ..store import choose_dtype
 from ..store.format import METADATA
 from ..store.writer import PARTIAL, StoreWriter, _save_npy_atomic
+from .collate import pack_samples, packed_batch
+from .encode import Sample
 from .stream import SFTStream
 
 log = logging.getLogger(__name__)
@@ -242,6 +244,25 @@ class SFTStore(Sequence):
             "labels": labels,
             "attention_mask": np.ones_like(input_ids),
         }
+
+    def packed_batches(
+        self, block_size: int, batch_size: int = 8, buffer_size: int = 512, seed: int = 0
+    ) -> Iterator[dict]:
+        """The samples packed into rows of `block_size` tokens, `batch_size` rows per batch,
+        as `stream_sft(..., pack=True)` packs them (`collate.pack_samples`, `packed_batch`)."""
+        if self.preference:
+            raise StoreError(f"{self.path}: a preference store holds pairs; pairs are not packed")
+        samples = (Sample(**self[index]) for index in range(len(self)))
+        blocks = pack_samples(samples, block_size, buffer_size, seed)
+        pad_id = int(self.metadata["tokenizer"]["pad_id"])
+        batch: list = []
+        for block in blocks:
+            batch.append(block)
+            if len(batch) == batch_size:
+                yield packed_batch(batch, block_size, pad_id)
+                batch = []
+        if batch:
+            yield packed_batch(batch, block_size, pad_id)
 
 
 def verify_sft_store(path, checksums: bool = True) -> list[str]:

@@ -26,7 +26,7 @@ from ..report import Report, nothing_used
 from ..sources.discovery import discover
 from ..sources.json_objects import read_json_objects
 from ..tokenize import LoadedTokenizer, load_tokenizer, make_encoder
-from .collate import length_grouped_batches, pad_batch
+from .collate import length_grouped_batches, pack_samples, packed_batch, pad_batch
 from .encode import NO_ANSWER_TOKEN, Sample, check_template, encode_preference
 from .formats import PreferencePair, parse_records
 from .jinja import AUTO, TemplateRejected
@@ -49,6 +49,8 @@ class SFTConfig:
         last_turn_only: train only the last answer of each conversation.
         preference: read preference pairs and yield prompt/chosen/rejected ids, unpadded.
         group_by_length: batches of similar lengths from a shuffled buffer; else in file order.
+        pack: several whole samples per row of `max_length` tokens, position ids restarting
+            per sample (`collate.pack_samples`); grouping is then not needed.
         batch_size: samples per batch.
         buffer_batches: batches held for grouping.
         seed: the shuffle of grouped batches.
@@ -61,6 +63,7 @@ class SFTConfig:
     last_turn_only: bool = False
     preference: bool = False
     group_by_length: bool = True
+    pack: bool = False
     batch_size: int = 8
     buffer_batches: int = 64
     seed: int = 0
@@ -76,6 +79,11 @@ class SFTConfig:
         if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
             raise ConfigError(
                 f"pad_to_multiple_of must be at least 1 (or None), found {self.pad_to_multiple_of}"
+            )
+        if self.pack and (self.max_length is None or self.preference):
+            raise ConfigError(
+                "pack fills rows of max_length tokens: set max_length, and pack SFT samples, "
+                "not preference pairs"
             )
         if self.on_error not in ON_ERRORS:
             raise ConfigError(
@@ -266,6 +274,9 @@ class SFTStream:
             return
         config = self.config
         samples = self.samples()
+        if config.pack:
+            yield from self._packed(samples)
+            return
         if config.group_by_length:
             batches = length_grouped_batches(
                 samples, config.batch_size, config.buffer_batches, config.seed
@@ -283,6 +294,25 @@ class SFTStream:
             values["batches"] += 1
             values["padded_tokens"] = padded
             values["padding_ratio"] = round(padded / total, 4)
+            yield arrays
+
+    def _packed(self, samples) -> Iterator[dict]:
+        config = self.config
+        blocks = pack_samples(
+            samples, config.max_length, config.buffer_batches * config.batch_size, config.seed
+        )
+        padded = total = packed = 0
+        for batch in _in_order(blocks, config.batch_size):
+            values = self._report.values  # the pass's report, made when `samples` starts
+            arrays = packed_batch(batch, config.max_length, self.tokenizer.pad_id)
+            total += arrays["input_ids"].size
+            padded += int(arrays["input_ids"].size - arrays["attention_mask"].sum())
+            packed += len(batch)
+            values["batches"] += 1
+            values["blocks"] = packed
+            values["padded_tokens"] = padded
+            values["padding_ratio"] = round(padded / total, 4)
+            values["samples_per_block"] = round(values["samples"] / packed, 2)
             yield arrays
 
 
@@ -311,6 +341,7 @@ def stream_sft(
     pad_to_multiple_of: int | None = None,
     on_error: str = "skip",
     *,
+    pack: bool = False,
     backend: str = "auto",
 ) -> SFTStream:
     """Stream SFT batches from JSON lines / JSON array files (files, folders, globs, codecs).
@@ -318,6 +349,8 @@ def stream_sft(
     >>> for batch in streampack.stream_sft("data/sft/", max_length=1024):
     ...     batch["input_ids"], batch["labels"], batch["attention_mask"]  # int64 (batch, longest)
 
+    With `pack=True` each batch is `batch_size` rows of exactly `max_length` tokens holding
+    whole samples, with `position_ids` that restart per sample (`collate.packed_batch`).
     With `preference=True` each item is one pair's `prompt_ids`, `chosen_ids`, `rejected_ids`
     (lists of ints, unpadded). Bad records are counted in `.report` with their file:line, or
     raise a `DataError` with `on_error="raise"`; a pass that makes no sample raises one too.
@@ -328,6 +361,7 @@ def stream_sft(
         last_turn_only=last_turn_only,
         preference=preference,
         group_by_length=group_by_length,
+        pack=pack,
         batch_size=batch_size,
         buffer_batches=buffer_batches,
         seed=seed,
