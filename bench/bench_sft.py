@@ -1,6 +1,6 @@
 """Benchmark `streampack.stream_sft` against MedicalGPT's `datasets` streaming SFT path.
 
-    python bench/bench_sft.py [--records 200000] [--max-length 2048] [--json OUT]
+    python bench/bench_sft.py [--records 200000] [--max-length 2048] [--repeat 3] [--json OUT]
 
 Builds `bench/out/sft-N` with `../shared/bench/make_corpus.py sft` when absent. Each case runs
 in its own process on the same files (own peak RSS, no shared warm caches):
@@ -9,13 +9,17 @@ in its own process on the same files (own peak RSS, no shared warm caches):
   each ShareGPT conversation turn by turn with Qwen's chatml markers and tokenizes it with the
   HF fast tokenizer, labels -100 on the prompt parts, as MedicalGPT's SFT script does;
 - `streampack-grouped`: `stream_sft` with length grouping (batch 8), iterated fully;
-- `streampack-in-order`: the same without grouping, for its padding ratio.
+- `streampack-in-order`: the same without grouping, for its padding ratio;
+- `streampack-packed`: `stream_sft(..., pack=True)`, rows of `max_length` (batch 8).
+
+`--repeat N` runs every case N times, round by round, and keeps each case's median run.
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -25,7 +29,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 MAKE_CORPUS = REPO.parent / "shared/bench/make_corpus.py"
 OUT = BENCH / "out"
-CASES = ("datasets-streaming", "streampack-grouped", "streampack-in-order")
+CASES = ("datasets-streaming", "streampack-grouped", "streampack-in-order", "streampack-packed")
 REFERENCE = "datasets-streaming"
 BATCH_SIZE = 8
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
@@ -68,7 +72,7 @@ def _datasets_streaming(files: list[str], max_length: int) -> dict:
     return {"seconds": time.perf_counter() - started, "samples": samples, "tokens": tokens}
 
 
-def _streampack(files: list[str], max_length: int, grouped: bool) -> dict:
+def _streampack(files: list[str], max_length: int, grouped: bool, packed: bool) -> dict:
     import streampack
 
     tokenizer = streampack.load_tokenizer(None)
@@ -79,11 +83,12 @@ def _streampack(files: list[str], max_length: int, grouped: bool) -> dict:
         max_length=max_length,
         group_by_length=grouped,
         batch_size=BATCH_SIZE,
+        pack=packed,
     )
-    samples = 0
-    for batch in stream:
-        samples += len(batch["input_ids"])
+    for _ in stream:
+        pass
     report = stream.report
+    samples = report["samples"]
     return {
         "seconds": time.perf_counter() - started,
         "samples": samples,
@@ -97,7 +102,12 @@ def run_case(name: str, files: list[str], max_length: int) -> dict:
     if name == "datasets-streaming":
         result = _datasets_streaming(files, max_length)
     else:
-        result = _streampack(files, max_length, grouped=name == "streampack-grouped")
+        result = _streampack(
+            files,
+            max_length,
+            grouped=name == "streampack-grouped",
+            packed=name == "streampack-packed",
+        )
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
@@ -115,6 +125,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--max-length", type=int, default=2048)
     parser.add_argument("--only", default=",".join(CASES), help="comma-separated cases")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per case; the median is kept")
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
     parser.add_argument("--case", help=argparse.SUPPRESS)
     parser.add_argument("--files", nargs="*", help=argparse.SUPPRESS)
@@ -126,21 +137,26 @@ def main() -> None:
     files = _corpus(args.records)
     size = sum(os.path.getsize(path) for path in files)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    runs: dict[str, list[dict]] = {name: [] for name in args.only.split(",")}
+    for round_number in range(args.repeat):
+        for name in runs:
+            command = [sys.executable, __file__, "--case", name]
+            command += ["--max-length", str(args.max_length), "--files", *files]
+            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+            if done.returncode != 0:
+                sys.exit(f"case {name} failed:\n{done.stderr[-2000:]}")
+            runs[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"round {round_number + 1} {name}: {runs[name][-1]}", file=sys.stderr)
     results = {}
-    for name in args.only.split(","):
-        command = [sys.executable, __file__, "--case", name, "--max-length", str(args.max_length)]
-        done = subprocess.run(
-            [*command, "--files", *files], capture_output=True, text=True, env=env, check=False
-        )
-        if done.returncode != 0:
-            sys.exit(f"case {name} failed:\n{done.stderr[-2000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{name}: {results[name]}", file=sys.stderr)
+    for name, done_runs in runs.items():
+        median = statistics.median_low(run["seconds"] for run in done_runs)
+        results[name] = next(run for run in done_runs if run["seconds"] == median)
+        results[name]["all_seconds"] = [round(run["seconds"], 2) for run in done_runs]
 
     reference = results.get(REFERENCE)
     print(
         f"{args.records:,} records, {len(files)} files, {size / 1e6:.1f} MB, "
-        f"max_length {args.max_length}, batch {BATCH_SIZE}"
+        f"max_length {args.max_length}, batch {BATCH_SIZE}, median of {args.repeat}"
     )
     print("| case | seconds | samples/s | x datasets streaming | peak RSS MB | padding |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -615,6 +615,14 @@ def _sft_summary(report: dict, preference: bool) -> str:
 )
 @click.option("--last-turn-only", is_flag=True, help="Train only the last answer of each record.")
 @click.option(
+    "--format",
+    "record_format",
+    type=click.Choice(["sharegpt", "openai", "alpaca"]),
+    default=None,
+    help="Read every record as this format (others are counted as unrecognized_record). "
+    "Default: detected per record.",
+)
+@click.option(
     "--preference",
     is_flag=True,
     help="Read preference pairs (chosen/rejected) and store prompt, chosen, rejected ids.",
@@ -649,6 +657,7 @@ def sft(
     template,
     max_length,
     last_turn_only,
+    record_format,
     preference,
     tokenizer,
     backend,
@@ -684,6 +693,7 @@ def sft(
         max_length=max_length,
         last_turn_only=last_turn_only,
         preference=preference,
+        record_format=record_format,
         group_by_length=False,
         on_error=on_error,
         backend=backend,

@@ -187,6 +187,24 @@ def test_parse_records_counts_rejections_and_fixes_in_the_report():
         list(parse_records(records, "chat.jsonl", Report(on_error="raise")))
 
 
+def test_a_fixed_format_rejects_records_of_other_formats():
+    records = [
+        (1, _conversation(("human", "q"), ("gpt", "a"))),
+        (
+            2,
+            {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]},
+        ),
+        (3, {"instruction": "q", "output": "a"}),
+    ]
+    for fixed, line in (("sharegpt", 1), ("openai", 2), ("alpaca", 3)):
+        report = Report()
+        kept = list(parse_records(records, "chat.jsonl", report, fixed_format=fixed))
+        assert [number for number, _ in kept] == [line]
+        assert report.as_dict()["skipped"]["unrecognized_record"]["count"] == 2
+    with pytest.raises(RecordRejected, match="not openai: fields conversations"):
+        parse_record(records[0][1], "openai")
+
+
 def test_preference_forms():
     pair, _ = parse_record({"prompt": "q", "chosen": "good", "rejected": "bad"})
     assert pair == PreferencePair(Conversation(None, (Turn("user", "q"),)), "good", "bad")

@@ -107,6 +107,10 @@ def test_cli_json_report_and_bad_input(sft_dir, tmp_path):
     assert run("sft", "--help").stdout.count("streampack sft ") >= 2
     assert run("sft", bad, "-o", tmp_path / "x", "--max-length", "1").returncode == 2
 
+    result = run("sft", bad, "-o", tmp_path / "fixed", "--format", "sharegpt", "--json")
+    assert result.returncode == 1, "no record is sharegpt: nothing to write"
+    assert "unrecognized_record" in result.stderr or "unrecognized_record" in result.stdout
+
 
 def test_verify_checks_an_sft_store(sft_dir, qwen, tmp_path):
     write_sft_store(stream_sft(sft_dir, qwen, max_length=512), tmp_path / "store")

@@ -21,6 +21,7 @@ from .encode import (
 )
 from .formats import (
     FIX_ACTIONS,
+    RECORD_FORMATS,
     REJECT_REASONS,
     ROLE_ALIASES,
     Conversation,
@@ -29,6 +30,7 @@ from .formats import (
     Turn,
     parse_record,
     parse_records,
+    record_format,
 )
 from .jinja import JinjaTemplate, auto_template
 from .templates import TEMPLATES, Segment, Template, get_template
@@ -36,6 +38,7 @@ from .templates import TEMPLATES, Segment, Template, get_template
 __all__ = [
     "FIX_ACTIONS",
     "NO_ANSWER_TOKEN",
+    "RECORD_FORMATS",
     "REJECT_REASONS",
     "ROLE_ALIASES",
     "TEMPLATES",
@@ -57,4 +60,5 @@ __all__ = [
     "padding_ratio",
     "parse_record",
     "parse_records",
+    "record_format",
 ]

@@ -66,6 +66,7 @@ ROLE_ALIASES = {
     "observation": "tool",
     "tool": "tool",
 }
+RECORD_FORMATS = ("sharegpt", "openai", "alpaca")
 # Turns a model is trained to produce.
 ANSWER_ROLES = ("assistant", "function_call")
 _MISSING = object()
@@ -126,13 +127,32 @@ class RecordRejected(StreampackError):
         super().__init__(f"{REJECT_REASONS.get(reason, reason)} (found {found or 'otherwise'})")
 
 
-def parse_record(record) -> tuple[Conversation | PreferencePair, list[str]]:
+def record_format(record: dict) -> str | None:
+    """`sharegpt`, `openai` or `alpaca` by the record's fields (a preference pair's prompt
+    included), or None."""
+    if "conversations" in record:
+        return "sharegpt"
+    if "messages" in record:
+        return "openai"
+    if "instruction" in record and "output" in record:
+        return "alpaca"
+    return None
+
+
+def parse_record(
+    record, fixed_format: str | None = None
+) -> tuple[Conversation | PreferencePair, list[str]]:
     """The conversation or preference pair of one parsed JSON record, and the fixes applied.
 
-    Raises `RecordRejected` for a record that cannot be used.
+    `fixed_format` (one of `RECORD_FORMATS`) rejects a record of any other format as
+    `unrecognized_record` instead of detecting it. Raises `RecordRejected` for a record that
+    cannot be used.
     """
     if not isinstance(record, dict):
         raise RecordRejected("unrecognized_record", type(record).__name__)
+    if fixed_format is not None and record_format(record) != fixed_format:
+        fields = ", ".join(sorted(record)[:8])
+        raise RecordRejected("unrecognized_record", f"not {fixed_format}: fields {fields}")
     actions: list[str] = []
     if _is_preference(record):
         return _preference(record, actions), actions
@@ -150,19 +170,24 @@ def parse_record(record) -> tuple[Conversation | PreferencePair, list[str]]:
 
 
 def parse_records(
-    records: Iterable[tuple[int, object]], path: str, report: Report, kind: str = "sft"
+    records: Iterable[tuple[int, object]],
+    path: str,
+    report: Report,
+    kind: str = "sft",
+    fixed_format: str | None = None,
 ) -> Iterator[tuple[int, Conversation | PreferencePair]]:
     """Parse `(line, record)` pairs of one file; rejected records go to `report.skip`.
 
     `kind` is `sft` (conversations) or `preference` (pairs); a record of the other kind is
-    rejected as `unrecognized_record`. The fixes applied to kept records are counted in
-    `report.values["sft_fixes"]` (action -> records).
+    rejected as `unrecognized_record`, as is one not of `fixed_format` when that is given.
+    The fixes applied to kept records are counted in `report.values["sft_fixes"]` (action ->
+    records).
     """
     wanted = Conversation if kind == "sft" else PreferencePair
     fixes = report.values.setdefault("sft_fixes", {})
     for line, record in records:
         try:
-            item, actions = parse_record(record)
+            item, actions = parse_record(record, fixed_format)
         except RecordRejected as rejected:
             report.skip(rejected.reason, path, line, found=rejected.found)
             continue

@@ -28,7 +28,7 @@ from ..sources.json_objects import read_json_objects
 from ..tokenize import LoadedTokenizer, load_tokenizer, make_encoder
 from .collate import length_grouped_batches, pack_samples, packed_batch, pad_batch
 from .encode import NO_ANSWER_TOKEN, Sample, check_template, encode_preference
-from .formats import PreferencePair, parse_records
+from .formats import RECORD_FORMATS, PreferencePair, parse_records
 from .jinja import AUTO, TemplateRejected
 from .layout import BatchLayout, Plan, PrefilledTokenizer
 from .templates import system_text
@@ -49,6 +49,8 @@ class SFTConfig:
         last_turn_only: train only the last answer of each conversation.
         preference: read preference pairs and yield prompt/chosen/rejected ids, unpadded.
         group_by_length: batches of similar lengths from a shuffled buffer; else in file order.
+        record_format: read every record as this one of `formats.RECORD_FORMATS` (others
+            are rejected as `unrecognized_record`); None detects the format per record.
         pack: several whole samples per row of `max_length` tokens, position ids restarting
             per sample (`collate.pack_samples`); grouping is then not needed.
         batch_size: samples per batch.
@@ -64,6 +66,7 @@ class SFTConfig:
     preference: bool = False
     group_by_length: bool = True
     pack: bool = False
+    record_format: str | None = None
     batch_size: int = 8
     buffer_batches: int = 64
     seed: int = 0
@@ -84,6 +87,11 @@ class SFTConfig:
             raise ConfigError(
                 "pack fills rows of max_length tokens: set max_length, and pack SFT samples, "
                 "not preference pairs"
+            )
+        if self.record_format is not None and self.record_format not in RECORD_FORMATS:
+            raise ConfigError(
+                f"record_format must be one of {', '.join(RECORD_FORMATS)} (or None), found "
+                f"{self.record_format!r}"
             )
         if self.on_error not in ON_ERRORS:
             raise ConfigError(
@@ -191,13 +199,17 @@ class SFTStream:
     def _read_and_encode(self) -> Iterator[tuple[str, list, dict]]:
         report = self._report
         for path, records in read_json_objects(self.files, report):
-            items = list(parse_records(records, path, report, "preference"))
+            items = list(
+                parse_records(records, path, report, "preference", self.config.record_format)
+            )
             if items:
                 yield path, items, self._content_ids([item for _, item in items])
 
     def _planned(self) -> Iterator[tuple[str, Plan]]:
         for path, records in read_json_objects(self.files, self._report):
-            items = list(parse_records(records, path, self._report, "sft"))
+            items = list(
+                parse_records(records, path, self._report, "sft", self.config.record_format)
+            )
             if items:
                 yield path, self.layout.plan(items)
 
@@ -342,6 +354,7 @@ def stream_sft(
     on_error: str = "skip",
     *,
     pack: bool = False,
+    record_format: str | None = None,
     backend: str = "auto",
 ) -> SFTStream:
     """Stream SFT batches from JSON lines / JSON array files (files, folders, globs, codecs).
@@ -362,6 +375,7 @@ def stream_sft(
         preference=preference,
         group_by_length=group_by_length,
         pack=pack,
+        record_format=record_format,
         batch_size=batch_size,
         buffer_batches=buffer_batches,
         seed=seed,
