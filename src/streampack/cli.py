@@ -295,6 +295,7 @@ def main() -> None:
       streampack pack corpus/ -o store/ --block-size 2048
       streampack validate corpus/
       streampack verify store/
+      streampack inspect store/ --block 0 --decode
     """
 
 
@@ -391,6 +392,39 @@ def pack(
     elif not quiet:
         click.echo(_summary(report))
         click.echo(f"store          {output}")
+
+
+@main.command(cls=_Command)
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--block", type=int, default=None, help="Token store: the block to show (default 0).")
+@click.option("--sample", type=int, default=None, help="SFT store: the sample to show (default 0).")
+@click.option("--decode", is_flag=True, help="Show text, decoded by the store's own tokenizer.")
+@click.option("--json", "as_json", is_flag=True, help="Print ids (and text) as JSON on stdout.")
+@_common
+def inspect(store, block, sample, decode, as_json, quiet, verbose):
+    """Show one block of a token store, or one sample of an SFT store: its documents (or its
+    prompt and trained runs, or a pair's prompt, chosen and rejected) as ids or, with --decode,
+    as text. Negative numbers count from the end.
+
+    Exit codes: 0 shown, 1 no such store, block or sample, or no tokenizer to decode with,
+    2 a usage error.
+
+    \b
+    Examples:
+      streampack inspect store/ --block 0 --decode
+      streampack inspect sft-store/ --sample -1 --decode
+      streampack inspect store/ --block 12 --json
+    """
+    from .inspection import describe, render
+
+    _setup_logging(verbose, quiet)
+    if block is not None and sample is not None:
+        raise click.UsageError("give --block or --sample, not both")
+    described = describe(store, block=block, sample=sample, decode=decode)
+    if as_json:
+        click.echo(json.dumps(described, indent=2, ensure_ascii=False))
+    else:
+        click.echo(render(described, color=sys.stdout.isatty()))
 
 
 @main.command(cls=_Command)
