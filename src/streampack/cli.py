@@ -62,6 +62,41 @@ def _common(function):
     )(function)
 
 
+def _use_run_file(ctx: click.Context, param: click.Parameter, value) -> None:
+    """`--config FILE`: the file's settings become this command's defaults, so flags win."""
+    if value is None:
+        return
+    from .runconfig import read_run_file, settings_for
+
+    names = {}
+    for other in ctx.command.params:
+        if other.name in (param.name, "help"):
+            continue
+        longs = [opt[2:] for opt in other.opts if opt.startswith("--")]
+        for key in longs or [other.name.replace("_", "-")]:
+            names[key] = other.name
+    try:
+        settings = settings_for(
+            read_run_file(value), ctx.command.name, names, set(main.commands), value
+        )
+    except StreampackError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    if "sources" in settings and isinstance(settings["sources"], str):
+        settings["sources"] = [settings["sources"]]
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+
+
+def _run_file(function):
+    return click.option(
+        "--config",
+        type=click.Path(dir_okay=False, path_type=Path),
+        is_eager=True,
+        expose_value=False,
+        callback=_use_run_file,
+        help="A TOML or YAML file of this command's settings (flags override it).",
+    )(function)
+
+
 def _read_options(function, with_size: bool = True):
     """What to read and what to do with bad input: shared by `pack` and `validate`."""
     options = [
@@ -318,6 +353,7 @@ def main() -> None:
     help="About this size per token shard file (a shard ends at a batch boundary).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_run_file
 @_common
 def pack(
     sources,
@@ -554,6 +590,7 @@ def _validate_table(result: dict) -> str:
 @click.argument("sources", nargs=-1, required=True)
 @_read_options_without_size
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@_run_file
 @_common
 def validate(
     sources,
@@ -684,6 +721,7 @@ def _sft_summary(report: dict, preference: bool) -> str:
 )
 @click.option("--overwrite", is_flag=True, help="Replace a store already at --output.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_run_file
 @_common
 def sft(
     sources,
