@@ -272,6 +272,12 @@ def _summary(report: dict) -> str:
         lines.append(f"field {field_name!r} changes type: {mixed}")
     if report.get("files_skipped"):
         lines.append(f"files skipped  {len(report['files_skipped'])} (see report.json)")
+    if report.get("resumed"):
+        resumed = report["resumed"]
+        lines.append(
+            f"resumed        after shard {resumed['after_shards']} "
+            f"({resumed['after_blocks']:,} blocks were committed before)"
+        )
     lines += [
         f"files          {len(report['files'])}",
         f"backend        {report['backend']} ({report['workers']} workers), "
@@ -310,11 +316,23 @@ def main() -> None:
 @_pack_options
 @click.option("--overwrite", is_flag=True, help="Replace a store already at --output.")
 @click.option(
+    "--append",
+    is_flag=True,
+    help="Add the blocks of SOURCE... after those of the store at --output.",
+)
+@click.option(
     "--shard-mb",
-    type=click.IntRange(1),
+    type=click.FloatRange(0.01),
     default=256,
     show_default=True,
-    help="About this size per token shard file (a shard ends at a batch boundary).",
+    help="About this size per token shard file (a shard ends at a batch boundary); a killed "
+    "build continues from its last whole shard.",
+)
+@click.option(
+    "--token-stats/--no-token-stats",
+    default=True,
+    show_default=True,
+    help="Count every token id in the store, for `streampack stats`.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_common
@@ -340,12 +358,18 @@ def pack(
     max_document_bytes,
     oversize,
     overwrite,
+    append,
     shard_mb,
+    token_stats,
     as_json,
     quiet,
     verbose,
 ):
     """Tokenize and pack SOURCE... (files, folders, globs) into a token store.
+
+    A build that was killed or interrupted continues from its last committed shard when run
+    again with the same arguments, and writes the same store; other arguments, or a source
+    file that changed, are refused with what differs (--overwrite starts afresh).
 
     Exit codes: 0 done, 1 a problem with the data or the store (one line names it), 2 a usage
     error, 130 interrupted (the store is left incomplete, or an old one as it was).
@@ -356,7 +380,10 @@ def pack(
       streampack pack 'data/**/*.jsonl.gz' -o store/ --text-field content --block-size 2048
       streampack pack notes.txt -o store/ --remainder pad --position-ids reset
       streampack pack corpus/ -o store/ --strict --max-document-bytes 1000000
+      streampack pack more/ -o store/ --append
     """
+    if append and overwrite:
+        raise click.UsageError("--append adds to a store and --overwrite replaces it: pick one")
     from .api import pack as pack_store
 
     _setup_logging(verbose, quiet)
@@ -381,7 +408,9 @@ def pack(
             oversize=oversize,
             **_bad_input(on_error, strict, encoding, encoding_errors),
             overwrite=overwrite,
-            shard_bytes=shard_mb << 20,
+            append=append,
+            shard_bytes=int(shard_mb * (1 << 20)),
+            token_stats=token_stats,
             on_progress=bar.update,
         )
     finally:
