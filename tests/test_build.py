@@ -192,6 +192,25 @@ def test_stopped_twice_and_interrupted_by_the_user(tmp_path, corpus, qwen, monke
     assert_same_store(reference, store)
 
 
+def test_a_stopped_overwrite_continues_beside_the_old_store(tmp_path, corpus, qwen, monkeypatch):
+    store = tmp_path / "store"
+    streampack.pack([corpus], store, tokenizer=qwen, **SETTINGS)
+    store.rename(tmp_path / "reference")
+    old = _write_lines(tmp_path / "old.txt", 3, 50)
+    streampack.pack([old], store, tokenizer=qwen, block_size=16)
+    with monkeypatch.context() as patch:
+        stop_after_journal_writes(patch, 4)
+        with pytest.raises(Stop):
+            streampack.pack([corpus], store, tokenizer=qwen, **SETTINGS, overwrite=True)
+    # The old store is whole meanwhile; the new one grows beside it.
+    assert TokenStore(store).block_size == 16 and verify_store(store) == []
+    assert (tmp_path / "store.replacing" / "build.json").is_file()
+    report = streampack.pack([corpus], store, tokenizer=qwen, **SETTINGS, overwrite=True)
+    assert report["resumed"]["after_shards"] == 3
+    assert_same_store(tmp_path / "reference", store)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.txt", "reference", "store"]
+
+
 def test_other_arguments_or_changed_sources_are_refused(tmp_path, qwen, monkeypatch):
     corpus = mixed_corpus(tmp_path / "corpus")
     store = tmp_path / "store"

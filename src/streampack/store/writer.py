@@ -93,6 +93,7 @@ class StoreWriter:
         if not target.exists() and (replacing / layout.METADATA).is_file():
             # Killed between the two renames of a swap: the new store is whole; finish it.
             os.replace(replacing, target)
+            shutil.rmtree(target.with_name(f"{target.name}.retired"), ignore_errors=True)
         if target.exists() and not target.is_dir():
             raise StoreError(f"{target}: exists and is not a folder; choose another -o")
         if target.is_dir():
