@@ -373,7 +373,7 @@ def pack(
     file that changed, are refused with what differs (--overwrite starts afresh).
 
     Exit codes: 0 done, 1 a problem with the data or the store (one line names it), 2 a usage
-    error, 130 interrupted (the store is left incomplete, or an old one as it was).
+    error, 130 interrupted (the same command continues it; an old store stays as it was).
 
     \b
     Examples:
