@@ -1,6 +1,7 @@
 """The Python entry points: `stream` (blocks, nothing written), `pack` (a token store) and
 `stream_sft` (padded SFT batches, from `sft/stream.py`)."""
 
+import json
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,8 @@ from .pack import block_samples
 from .report import nothing_used
 from .sft.stream import SFTStream, stream_sft
 from .store import StoreWriter, choose_dtype
+from .store.format import REPORT
+from .store.journal import fingerprint, tokenizer_facts
 from .tokenize import LoadedTokenizer
 
 log = logging.getLogger(__name__)
@@ -131,12 +134,17 @@ def pack(
     max_document_bytes: int | None = None,
     oversize: str = "split",
     overwrite: bool = False,
+    append: bool = False,
     shard_bytes: int = 256 << 20,
+    token_stats: bool = True,
     on_progress: Callable | None = None,
 ) -> dict:
     """Pack `sources` into a token store at `output`; returns the run's report.
 
     The settings are those of `stream`; nothing is committed when a `DataError` stops the run.
+    A killed build run again with the same arguments continues from its last committed shard
+    and writes the same store; `append=True` adds the blocks of `sources` after those of the
+    store at `output`. `token_stats` counts every stored token id (`streampack stats`).
     """
     settings = dict(locals())
     started = time.perf_counter()
@@ -144,15 +152,33 @@ def pack(
     loaded = pipeline.tokenizer
     if on_progress is not None:
         pipeline.progress.listeners.append(on_progress)
-    writer = StoreWriter(
-        output,
-        block_size=block_size,
-        dtype=choose_dtype(loaded.vocab_size),
-        overwrite=overwrite,
-        shard_bytes=shard_bytes,
-    )
+    dtype = choose_dtype(loaded.vocab_size)
     try:
-        for batch in pipeline.blocks():
+        writer = StoreWriter(
+            output,
+            block_size=block_size,
+            dtype=dtype,
+            overwrite=overwrite,
+            shard_bytes=shard_bytes,
+            fingerprint=fingerprint(
+                pipeline,
+                dtype=dtype,
+                shard_bytes=shard_bytes,
+                token_stats=token_stats,
+                append=append,
+            ),
+            append=append,
+            vocab_size=loaded.vocab_size if token_stats else None,
+        )
+    except BaseException:
+        pipeline.encoder.close()
+        raise
+    if writer.done:
+        pipeline.encoder.close()
+        return json.loads((writer.path / REPORT).read_text(encoding="utf-8"))
+    writer.position = pipeline.position
+    try:
+        for batch in pipeline.blocks(start=writer.resume):
             writer.write(batch)
         _check_output(pipeline)
     except BaseException:
@@ -164,7 +190,13 @@ def pack(
         peak_rss_mb=round(peak_rss_mb(), 1),
         store=str(output),
     )
-    writer.commit(_metadata(pipeline, report), report)
+    if writer.resumed:
+        # The one key of report.json that an uninterrupted build does not have.
+        report["resumed"] = {
+            "after_shards": writer.resume_shards,
+            "after_blocks": writer.resume_blocks,
+        }
+    writer.commit(_metadata(pipeline, report, writer), report)
     return report
 
 
@@ -182,40 +214,84 @@ def _check_output(pipeline: Pipeline) -> None:
         )
 
 
-def _metadata(pipeline: Pipeline, report: dict) -> dict:
-    tok = pipeline.tokenizer
-    return {
-        "streampack_version": version("streampack"),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "tokenizer": {
-            "name": tok.name,
-            "vocab_hash": tok.vocab_hash,
-            "vocab_size": tok.vocab_size,
-            "eos_id": tok.eos_id,
-            "pad_id": tok.pad_id,
-            "prefix": list(tok.prefix),
-            "suffix": list(tok.suffix),
-        },
-        "backend": report["backend"],
-        "packing": pipeline.pack.packing,
-        "remainder": pipeline.pack.remainder,
-        "position_ids": pipeline.pack.position_ids,
-        "read": {
-            "doc_mode": pipeline.read.doc_mode,
-            "text_field": pipeline.read.text_field,
-            "format": pipeline.read.format,
-            "on_error": pipeline.read.on_error,
-            "encoding": pipeline.read.encoding,
-            "encoding_errors": pipeline.read.encoding_errors,
-            "max_document_bytes": pipeline.read.max_document_bytes,
-            "oversize": pipeline.read.oversize,
-        },
+def _metadata(pipeline: Pipeline, report: dict, writer: StoreWriter) -> dict:
+    """The store's metadata but for what the writer adds (dtype, blocks, shards, counts); after
+    an append, the store's counts and lists with this run's added."""
+    counts = pipeline.text_counts
+    files = []
+    for file in pipeline.files:
+        documents, characters, tokens = counts.get(file.path, (0, 0, 0))
+        files.append(
+            {
+                "path": file.path,
+                "bytes": file.size,
+                "documents": documents,
+                "characters": characters,
+                "tokens": tokens,
+            }
+        )
+    run = {
         "documents": report["documents"],
         "tokens": report["tokens"],
         "padded_tokens": report["padded_tokens"],
         "dropped_tokens": report["dropped_tokens"],
         "truncated_tokens": report["truncated_tokens"],
         "skipped_records": sum(entry["count"] for entry in report["skipped"].values()),
-        "sources": pipeline.sources,
-        "files": [{"path": f.path, "bytes": f.size} for f in pipeline.files],
     }
+    read = {
+        "doc_mode": pipeline.read.doc_mode,
+        "text_field": pipeline.read.text_field,
+        "format": pipeline.read.format,
+        "on_error": pipeline.read.on_error,
+        "encoding": pipeline.read.encoding,
+        "encoding_errors": pipeline.read.encoding_errors,
+        "max_document_bytes": pipeline.read.max_document_bytes,
+        "oversize": pipeline.read.oversize,
+    }
+    base = writer.base
+    if base is not None:
+        appended = {
+            "created": writer.started,
+            "streampack_version": version("streampack"),
+            "sources": pipeline.sources,
+            "first_block": base["blocks"],
+            "blocks": report["blocks"],
+            **run,
+            "backend": report["backend"],
+            "read": read,
+        }
+        kept = {key: value for key, value in base.items() if key not in _WRITER_KEYS}
+        return {
+            **kept,
+            **{key: base[key] + value for key, value in run.items()},
+            "sources": base["sources"] + pipeline.sources,
+            "files": base["files"] + files,
+            "appends": [*base.get("appends", ()), appended],
+        }
+    return {
+        "streampack_version": version("streampack"),
+        # When the build started: a resumed build keeps the time of its first run.
+        "created": writer.started,
+        "tokenizer": tokenizer_facts(pipeline.tokenizer),
+        "backend": report["backend"],
+        "packing": pipeline.pack.packing,
+        "remainder": pipeline.pack.remainder,
+        "position_ids": pipeline.pack.position_ids,
+        "read": read,
+        **run,
+        "sources": pipeline.sources,
+        "files": files,
+    }
+
+
+# Keys of metadata.json that StoreWriter.commit writes itself.
+_WRITER_KEYS = {
+    "format",
+    "version",
+    "dtype",
+    "block_size",
+    "blocks",
+    "doc_ends",
+    "shards",
+    "token_counts",
+}

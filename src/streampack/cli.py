@@ -307,6 +307,12 @@ def _summary(report: dict) -> str:
         lines.append(f"field {field_name!r} changes type: {mixed}")
     if report.get("files_skipped"):
         lines.append(f"files skipped  {len(report['files_skipped'])} (see report.json)")
+    if report.get("resumed"):
+        resumed = report["resumed"]
+        lines.append(
+            f"resumed        after shard {resumed['after_shards']} "
+            f"({resumed['after_blocks']:,} blocks were committed before)"
+        )
     lines += [
         f"files          {len(report['files'])}",
         f"backend        {report['backend']} ({report['workers']} workers), "
@@ -330,6 +336,7 @@ def main() -> None:
       streampack pack corpus/ -o store/ --block-size 2048
       streampack validate corpus/
       streampack verify store/
+      streampack stats store/ --top 50
       streampack inspect store/ --block 0 --decode
     """
 
@@ -346,11 +353,23 @@ def main() -> None:
 @_pack_options
 @click.option("--overwrite", is_flag=True, help="Replace a store already at --output.")
 @click.option(
+    "--append",
+    is_flag=True,
+    help="Add the blocks of SOURCE... after those of the store at --output.",
+)
+@click.option(
     "--shard-mb",
-    type=click.IntRange(1),
+    type=click.FloatRange(0.01),
     default=256,
     show_default=True,
-    help="About this size per token shard file (a shard ends at a batch boundary).",
+    help="About this size per token shard file (a shard ends at a batch boundary); a killed "
+    "build continues from its last whole shard.",
+)
+@click.option(
+    "--token-stats/--no-token-stats",
+    default=True,
+    show_default=True,
+    help="Count every token id in the store, for `streampack stats`.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_run_file
@@ -377,15 +396,21 @@ def pack(
     max_document_bytes,
     oversize,
     overwrite,
+    append,
     shard_mb,
+    token_stats,
     as_json,
     quiet,
     verbose,
 ):
     """Tokenize and pack SOURCE... (files, folders, globs) into a token store.
 
+    A build that was killed or interrupted continues from its last committed shard when run
+    again with the same arguments, and writes the same store; other arguments, or a source
+    file that changed, are refused with what differs (--overwrite starts afresh).
+
     Exit codes: 0 done, 1 a problem with the data or the store (one line names it), 2 a usage
-    error, 130 interrupted (the store is left incomplete, or an old one as it was).
+    error, 130 interrupted (the same command continues it; an old store stays as it was).
 
     \b
     Examples:
@@ -393,7 +418,10 @@ def pack(
       streampack pack 'data/**/*.jsonl.gz' -o store/ --text-field content --block-size 2048
       streampack pack notes.txt -o store/ --remainder pad --position-ids reset
       streampack pack corpus/ -o store/ --strict --max-document-bytes 1000000
+      streampack pack more/ -o store/ --append
     """
+    if append and overwrite:
+        raise click.UsageError("--append adds to a store and --overwrite replaces it: pick one")
     from .api import pack as pack_store
 
     _setup_logging(verbose, quiet)
@@ -418,7 +446,9 @@ def pack(
             oversize=oversize,
             **_bad_input(on_error, strict, encoding, encoding_errors),
             overwrite=overwrite,
-            shard_bytes=shard_mb << 20,
+            append=append,
+            shard_bytes=int(shard_mb * (1 << 20)),
+            token_stats=token_stats,
             on_progress=bar.update,
         )
     finally:
@@ -489,6 +519,103 @@ def verify(store, no_checksums, as_json, quiet, verbose):
     elif not quiet:
         click.echo(f"{store}: ok")
     sys.exit(1 if problems else 0)
+
+
+def _stats_table(stats: dict) -> str:
+    lines = [
+        f"store          {stats['store']}",
+        f"documents      {stats['documents']:,}",
+        f"tokens         {stats['stored_tokens']:,} stored in {stats['blocks']:,} blocks of "
+        f"{stats['block_size']} ({stats['padded_tokens']:,} padding, "
+        f"{stats['dropped_tokens']:,} dropped)",
+        f"tokenizer      {stats['tokenizer']} ({stats['vocab_size']:,} ids)",
+    ]
+    if stats.get("note"):
+        lines.append(f"note           {stats['note']}")
+    if stats["token_counts"]:
+        top = stats["top"]
+        lines += [
+            f"distinct       {stats['distinct_tokens']:,} token ids used",
+            f"top {len(top)} tokens cover {stats['top_share']:.2%} of the stored tokens",
+            f"  {'rank':>4}  {'id':>7}  {'count':>13}  {'share':>7}  {'cumul.':>7}  token",
+        ]
+        for row in top:
+            shown = repr(row["text"]) if "text" in row else ""
+            if "\ufffd" in row.get("text", ""):
+                # Part of a character: the byte-level piece says more than a replacement mark.
+                shown = f"{row['piece']!r} (part of a character)"
+            elif row.get("special"):
+                shown += " (special)"
+            lines.append(
+                f"  {row['rank']:>4}  {row['id']:>7}  {row['count']:>13,}  {row['share']:>7.2%}  "
+                f"{row['cumulative_share']:>7.2%}  {shown}"
+            )
+    if stats["sources"]:
+        width = min(60, max(len(entry["path"]) for entry in stats["sources"]))
+        lines.append("tokens per character, by source (text tokens, no EOS)")
+        lines.append(
+            f"  {'source':<{width}}  {'documents':>10}  {'characters':>13}  "
+            f"{'tokens':>13}  tokens/char"
+        )
+        rows = [
+            *stats["sources"],
+            {
+                "path": "all",
+                "documents": stats["documents"],
+                "characters": stats["characters"],
+                "tokens": stats["text_tokens"],
+                "tokens_per_character": stats["tokens_per_character"],
+            },
+        ]
+        for entry in rows:
+            ratio = entry["tokens_per_character"]
+            lines.append(
+                f"  {entry['path']:<{width}}  {entry['documents']:>10,}  "
+                f"{entry['characters']:>13,}  {entry['tokens']:>13,}  "
+                + ("-" if ratio is None else f"{ratio:.3f}")
+            )
+    return "\n".join(lines)
+
+
+@main.command(cls=_Command)
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "--top",
+    type=click.IntRange(min=0),
+    default=50,
+    show_default=True,
+    help="List this many of the most frequent tokens.",
+)
+@click.option(
+    "--tokenizer",
+    default=None,
+    metavar="PATH|ID",
+    help="Decode with this tokenizer instead of the one the store names (same vocabulary).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON on stdout.")
+@_common
+def stats(store, top, tokenizer, as_json, quiet, verbose):
+    """Describe STORE: counts, the most frequent tokens decoded and the share of the corpus they
+    cover, and the tokens per character of every source.
+
+    A vocabulary that splits a domain's words into many pieces shows as a high tokens per
+    character on that domain's sources and as word pieces among the top tokens.
+
+    Exit code 0, or 1 when STORE is not a complete token store.
+
+    \b
+    Examples:
+      streampack stats store/
+      streampack stats store/ --top 200 --json
+    """
+    from .stats import store_stats
+
+    _setup_logging(verbose, quiet)
+    result = store_stats(store, top=top, tokenizer=tokenizer)
+    if as_json:
+        click.echo(json.dumps(result, indent=2, ensure_ascii=False))
+    else:
+        click.echo(_stats_table(result))
 
 
 @main.command(cls=_Command)

@@ -7,6 +7,7 @@ quicktok and HF tokenizers release the GIL while they encode, so the reader and 
 beside them. At most a few batches of a few MB are alive at once, whatever the corpus size.
 """
 
+import collections
 import logging
 import queue
 import resource
@@ -16,7 +17,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from .config import PackConfig, ReadConfig, TokenizeConfig
+from .errors import SourceError
 from .pack import BlockBatch, Packer
+from .records import RecordBatch
 from .report import Report
 from .sources import discover, read_batches
 from .tokenize import LoadedTokenizer, load_tokenizer, make_encoder
@@ -146,12 +149,27 @@ class Pipeline:
         self.seconds = 0.0
         self.first_block_seconds: float | None = None
         self.started = False
+        # path -> [documents, characters, text tokens] (no EOS), for tokens per character.
+        self.text_counts: dict[str, list[int]] = {}
+        # (file index, batches of that file, report mark) of every batch read, oldest first;
+        # `_at` is the one of the latest batch packed, None during the tail.
+        self._marks: collections.deque = collections.deque()
+        self._at: tuple | None = None
 
-    def blocks(self) -> Iterator[BlockBatch]:
-        """The run's block batches; a pipeline runs once (its packer and report are its state)."""
+    def blocks(self, start: dict | None = None) -> Iterator[BlockBatch]:
+        """The run's block batches; a pipeline runs once (its packer and report are its state).
+
+        `start`, a `position()` of an earlier run over the same files with the same settings,
+        continues that run: what follows is what that run yielded after that position.
+        """
         if self.started:
             raise RuntimeError("this pipeline has already run; make a new one for another pass")
         self.started = True
+        if start is not None:
+            self.packer.load_state(start["packer"])
+            self.text_counts = {path: list(counts) for path, counts in start["text"].items()}
+            progress = self.progress
+            progress.documents, progress.tokens, progress.bytes = start["progress"]
         log.info(
             "packing %d files (%.1f MB) with %s on %d workers, blocks of %d",
             len(self.files),
@@ -161,16 +179,22 @@ class Pipeline:
             self.pack.block_size,
         )
         started = time.perf_counter()
-        reader = threaded(read_batches(self.files, self.read, self.report), READ_AHEAD, "reader")
+        reader = threaded(self._read(start), READ_AHEAD, "reader")
         encoded = threaded(self.encoder.map(reader), ENCODE_AHEAD, "encoder")
         try:
             for batch, ids, offsets in encoded:
+                self._at = self._marks.popleft()
+                counts = self.text_counts.setdefault(batch.path, [0, 0, 0])
+                counts[0] += len(batch)
+                counts[1] += sum(map(len, batch.texts))
+                counts[2] += len(ids)
                 self.progress.update(len(batch), len(ids) + len(batch) * self._frame, batch.nbytes)
                 blocks = self.packer.add(ids, offsets)
                 if blocks is not None:
                     if self.first_block_seconds is None:
                         self.first_block_seconds = time.perf_counter() - started
                     yield blocks
+            self._at = None
             tail = self.packer.finish()
             if tail is not None:
                 if self.first_block_seconds is None:
@@ -189,6 +213,53 @@ class Pipeline:
                 self.packer.blocks,
                 self.seconds,
             )
+
+    def _read(self, start: dict | None) -> Iterator[RecordBatch]:
+        """The record batches, each with its mark; from `start` on when it is given.
+
+        A resumed run reads the file it stopped in again from its start and passes over the
+        batches packed before (reading costs a fraction of encoding), then takes the report's
+        state as it was there: the report has seen that file's first batches once.
+        TODO(issue 6): an uncompressed text or JSON-lines file could be entered at the byte
+        offset of the batch instead; today up to one whole file is read again (no encoding).
+        """
+        index = {file.path: i for i, file in enumerate(self.files)}
+        first, skip = (start["file"], start["batch"]) if start is not None else (0, 0)
+        current, count = None, 0
+        for batch in read_batches(self.files[first:], self.read, self.report):
+            if batch.path != current:
+                current, count = batch.path, 0
+            count += 1
+            if skip:
+                if index[batch.path] != first:
+                    break
+                if count == skip:
+                    self.report.load_state(start["report"])
+                    skip = 0
+                continue
+            self._marks.append((index[batch.path], count, self.report.mark()))
+            yield batch
+        if skip:
+            raise SourceError(
+                f"{self.files[first].path}: holds fewer documents than when the build started, "
+                f"so the build cannot continue; build it again with --overwrite"
+            )
+
+    def position(self) -> dict | None:
+        """Where the run stands after the latest batch it packed, for `blocks(start=...)`; None
+        before the first batch and once the tail is being packed. Arrays stay numpy arrays."""
+        if self._at is None:
+            return None
+        file, batch, mark = self._at
+        progress = self.progress
+        return {
+            "file": file,
+            "batch": batch,
+            "report": self.report.state_at(mark),
+            "packer": self.packer.state(),
+            "text": {path: list(counts) for path, counts in self.text_counts.items()},
+            "progress": [progress.documents, progress.tokens, progress.bytes],
+        }
 
     @property
     def _frame(self) -> int:

@@ -90,6 +90,20 @@ class Packer:
         self._pending_ends = np.empty(0, dtype=np.int64)
         self._finished = False
 
+    def state(self) -> dict:
+        """The counts and the carried tail after the latest batch: a resumed run starts here."""
+        return {
+            **{name: getattr(self, name) for name in _COUNTS},
+            "carry": self._carry.copy(),
+            "pending_ends": self._pending_ends.copy(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        for name in _COUNTS:
+            setattr(self, name, int(state[name]))
+        self._carry = np.asarray(state["carry"], dtype=np.uint32)
+        self._pending_ends = np.asarray(state["pending_ends"], dtype=np.int64)
+
     def add(self, ids: np.ndarray, offsets: np.ndarray) -> BlockBatch | None:
         """Pack one encoded batch; returns the blocks it completes, or None."""
         if len(offsets) <= 1:
@@ -163,6 +177,16 @@ class Packer:
         self.blocks += count
         doc_ends = (np.arange(first, first + count, dtype=np.int64) * size) + lengths
         return BlockBatch(tokens=tokens, lengths=lengths, first_block=first, doc_ends=doc_ends)
+
+
+_COUNTS = (
+    "documents",
+    "tokens",
+    "blocks",
+    "dropped_tokens",
+    "padded_tokens",
+    "truncated_tokens",
+)
 
 
 def position_ids(batch_tokens_shape: tuple[int, int], first_block: int, doc_ends: np.ndarray):

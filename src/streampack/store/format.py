@@ -6,6 +6,10 @@ STORE/shard-00000.tokens            blocks, row after row: blocks * block_size i
 STORE/shard-00000.lengths.npy       int32 per block: real tokens (block_size but for padding)
 STORE/shard-00000.doc_ends.npy      int64: end (exclusive) of each document ending in the shard,
                                     as a position in the whole store's token stream
+STORE/token_counts.npy              uint64 per token id: how often it occurs in the stored blocks
+                                    (padding left out); `token_counts.N.npy` after N appends, the
+                                    name in metadata.json
+STORE/build.json, build-state-*.npz only while a build is unfinished: see journal.py
 """
 
 import numpy as np
@@ -14,6 +18,7 @@ FORMAT_NAME = "streampack-store"
 FORMAT_VERSION = 1
 METADATA = "metadata.json"
 REPORT = "report.json"
+TOKEN_COUNTS_PREFIX = "token_counts"
 
 
 def shard_name(index: int) -> str:
@@ -30,6 +35,12 @@ def lengths_file(shard: str) -> str:
 
 def doc_ends_file(shard: str) -> str:
     return f"{shard}.doc_ends.npy"
+
+
+def token_counts_file(appends: int) -> str:
+    """A new name per append, so that the metadata names its counts in the same rename that
+    makes it current."""
+    return f"{TOKEN_COUNTS_PREFIX}.npy" if appends == 0 else f"{TOKEN_COUNTS_PREFIX}.{appends}.npy"
 
 
 def choose_dtype(vocab_size: int) -> np.dtype:

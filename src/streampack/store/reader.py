@@ -18,7 +18,8 @@ def read_metadata(path: Path) -> dict:
     if not meta_path.is_file():
         raise StoreError(
             f"{path}: not a complete token store (no {layout.METADATA}): the build did not "
-            f"finish, or this folder is not a store; run `streampack pack` again"
+            f"finish, or this folder is not a store; run the same `streampack pack` again to "
+            f"finish it"
         )
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))

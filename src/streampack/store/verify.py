@@ -1,4 +1,5 @@
-"""Checking a store against its own metadata: sizes, checksums, index, counts and id range."""
+"""Checking a store against its own metadata: sizes, checksums, index, counts, id range and the
+token counts."""
 
 import json
 import zlib
@@ -35,6 +36,8 @@ def verify_store(path, checksums: bool = True) -> list[str]:
 
     blocks = ends_total = 0
     real_tokens = 0
+    # With checksums, the token counts are recounted from the shards as they are hashed.
+    recount = np.zeros(vocab, np.int64) if checksums and meta.get("token_counts") else None
     for shard in meta["shards"]:
         name = shard["name"]
         if shard["first_block"] != blocks:
@@ -53,7 +56,7 @@ def verify_store(path, checksums: bool = True) -> list[str]:
             problems.append(f"{tokens_path}: {found} bytes (expected {expected})")
             blocks += shard["blocks"]
             continue
-        problems += _check_tokens(tokens_path, shard, dtype, vocab, checksums)
+        problems += _check_tokens(tokens_path, shard, dtype, vocab, checksums, recount)
         lengths, ends = _load_index(path, name, problems)
         if lengths is not None:
             if len(lengths) != shard["blocks"]:
@@ -63,6 +66,11 @@ def verify_store(path, checksums: bool = True) -> list[str]:
             elif len(lengths) and (lengths.min() < 1 or lengths.max() > size):
                 problems.append(f"{name}: block lengths outside 1..{size}")
             real_tokens += int(lengths.sum())
+            if recount is not None:
+                # Padding holds the pad id and is not counted.
+                recount[int(meta["tokenizer"]["pad_id"])] -= shard["blocks"] * size - int(
+                    lengths.sum()
+                )
         if ends is not None:
             ends_total += len(ends)
             problems += _check_ends(path, name, ends, blocks, shard, size, dtype, eos, meta)
@@ -78,6 +86,8 @@ def verify_store(path, checksums: bool = True) -> list[str]:
             f"metadata: {stored} real tokens stored (blocks * block_size - padded_tokens), "
             f"the block lengths add up to {real_tokens}"
         )
+    if meta.get("token_counts"):
+        problems += _check_counts(path / meta["token_counts"], vocab, stored, recount)
     accounted = stored + meta["dropped_tokens"] + meta["truncated_tokens"]
     if meta["tokens"] != accounted:
         problems.append(
@@ -95,7 +105,35 @@ def _is_sft_store(path: Path) -> bool:
     return isinstance(meta, dict) and meta.get("format") == "streampack-sft-store"
 
 
-def _check_tokens(tokens_path, shard, dtype, vocab, checksums) -> list[str]:
+def _check_counts(counts_path: Path, vocab: int, stored: int, recount) -> list[str]:
+    """The saved token counts: one per id, adding up to the stored tokens, equal to a recount."""
+    try:
+        counts = np.load(counts_path)
+    except (OSError, ValueError) as error:
+        return [f"{counts_path}: token counts cannot be read ({error})"]
+    if counts.shape != (vocab,) or counts.dtype != np.uint64:
+        return [
+            f"{counts_path}: {counts.dtype} counts of shape {counts.shape} "
+            f"(expected uint64 of shape ({vocab},), one per token id)"
+        ]
+    problems = []
+    total = int(counts.sum(dtype=np.uint64))
+    if total != stored:
+        problems.append(
+            f"{counts_path}: the token counts add up to {total} (expected the {stored} real "
+            f"tokens stored)"
+        )
+    if recount is not None and not np.array_equal(counts.astype(np.int64), recount):
+        wrong = np.flatnonzero(counts.astype(np.int64) != recount)
+        problems.append(
+            f"{counts_path}: counts of {len(wrong)} token ids differ from the shards "
+            f"(first: id {int(wrong[0])}, {int(counts[wrong[0]])} saved, "
+            f"{int(recount[wrong[0]])} in the shards)"
+        )
+    return problems
+
+
+def _check_tokens(tokens_path, shard, dtype, vocab, checksums, recount=None) -> list[str]:
     crc32 = 0
     top = 0
     with open(tokens_path, "rb") as handle:
@@ -105,6 +143,9 @@ def _check_tokens(tokens_path, shard, dtype, vocab, checksums) -> list[str]:
             ids = np.frombuffer(chunk, dtype=dtype)
             if ids.size:
                 top = max(top, int(ids.max()))
+                if recount is not None:
+                    # Ids outside the vocabulary are reported below, not counted.
+                    recount += np.bincount(ids, minlength=vocab)[:vocab]
     problems = []
     if top >= vocab:
         problems.append(f"{tokens_path}: token id {top} outside the vocabulary (size {vocab})")
