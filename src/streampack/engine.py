@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .config import PackConfig, ReadConfig, TokenizeConfig
 from .pack import BlockBatch, Packer
+from .records import RecordBatch
 from .report import Report
 from .sources import discover, read_batches
 from .tokenize import LoadedTokenizer, load_tokenizer, make_encoder
@@ -102,8 +103,35 @@ class Progress:
             listener(self)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """A point of a pass it can start again from: document `record` (0-based, as the readers
+    yield them) of `files[file]`, whose first token lands at `token` in the output."""
+
+    file: int
+    record: int
+    token: int
+
+
+def skip_documents(batches: Iterable[RecordBatch], count: int) -> Iterator[RecordBatch]:
+    """`batches` less their first `count` documents (read, not tokenized)."""
+    for batch in batches:
+        if count >= len(batch):
+            count -= len(batch)
+            continue
+        if count:
+            batch = RecordBatch(batch.path, batch.texts[count:], batch.lines[count:], batch.nbytes)
+            count = 0
+        yield batch
+
+
 class Pipeline:
-    """One run over the sources: `blocks()` yields block batches; `report` fills as it goes."""
+    """One run over the sources: `blocks()` yields block batches; `report` fills as it goes.
+
+    Two hooks serve exact resumption (`streampack.torch`): `on_position`, when set, is called with
+    the `StreamPosition` of every encoded batch before it is packed; `start_at(position, block)`
+    makes the pass begin with block `block`, reading from `position` (one the hook reported).
+    """
 
     def __init__(
         self,
@@ -146,6 +174,16 @@ class Pipeline:
         self.seconds = 0.0
         self.first_block_seconds: float | None = None
         self.started = False
+        self.on_position = None
+        self._start = StreamPosition(0, 0, 0)
+
+    def start_at(self, position: StreamPosition, block: int) -> None:
+        """Begin the pass with block `block`, reading from `position` (at or before its start)."""
+        size = self.pack.block_size
+        if not 0 <= position.token <= block * size:
+            raise ValueError(f"position {position} is past the start of block {block}")
+        self._start = position
+        self.packer.resume(block, block * size - position.token)
 
     def blocks(self) -> Iterator[BlockBatch]:
         """The run's block batches; a pipeline runs once (its packer and report are its state)."""
@@ -161,10 +199,21 @@ class Pipeline:
             self.pack.block_size,
         )
         started = time.perf_counter()
-        reader = threaded(read_batches(self.files, self.read, self.report), READ_AHEAD, "reader")
+        first = self._start
+        batches = read_batches(self.files[first.file :], self.read, self.report)
+        if first.record:
+            batches = skip_documents(batches, first.record)
+        reader = threaded(batches, READ_AHEAD, "reader")
         encoded = threaded(self.encoder.map(reader), ENCODE_AHEAD, "encoder")
+        paths = [file.path for file in self.files]
+        file, record = first.file, first.record
         try:
             for batch, ids, offsets in encoded:
+                if self.on_position is not None:
+                    if paths[file] != batch.path:
+                        file, record = paths.index(batch.path, file + 1), 0
+                    self.on_position(StreamPosition(file, record, self.packer.position))
+                    record += len(batch)
                 self.progress.update(len(batch), len(ids) + len(batch) * self._frame, batch.nbytes)
                 blocks = self.packer.add(ids, offsets)
                 if blocks is not None:
