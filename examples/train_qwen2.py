@@ -69,7 +69,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers")
     parser.add_argument("--hidden", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--logging-steps", type=int, default=5)
     parser.add_argument("--resume", help="a checkpoint folder to resume from")
     parser.add_argument("--record", help="append a digest of every training batch to this file")
     args = parser.parse_args(argv)
@@ -93,7 +94,7 @@ def main(argv=None) -> dict:
         per_device_train_batch_size=args.batch_size,
         learning_rate=args.lr,
         lr_scheduler_type="constant",
-        logging_steps=5,
+        logging_steps=args.logging_steps,
         save_strategy="steps",
         save_steps=args.save_steps,
         dataloader_num_workers=args.workers,
