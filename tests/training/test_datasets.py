@@ -149,7 +149,7 @@ def test_state_without_the_counting_loader_is_refused(corpus, qwen):
     dataset = StreamDataset(make_stream(corpus, qwen), batch_size=2)
     loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=1)
     next(iter(loader))
-    with pytest.raises(ConfigError, match="streampack.torch.DataLoader"):
+    with pytest.raises(ConfigError, match=r"streampack\.torch\.DataLoader"):
         dataset.state_dict()
 
 
@@ -219,7 +219,9 @@ def test_store_shuffle_partitions_each_epoch(store, world, workers, even):
             steps.append(len(batches))
             for b in batches:
                 seen.update(
-                    digest(r) for r, m in zip(b["input_ids"], b["attention_mask"]) if m.sum()
+                    digest(r)
+                    for r, m in zip(b["input_ids"], b["attention_mask"], strict=True)
+                    if m.sum()
                 )
         assert len(set(steps)) == 1
         order = StoreIterableDataset(store, seed=7).order(epoch)

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from streampack.torch import partition  # noqa: E402
+from streampack.torch import partition
 
 PAD = "pad"
 

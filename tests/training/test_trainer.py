@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("accelerate")
 
-import streampack  # noqa: E402
-from streampack import ConfigError  # noqa: E402
+import streampack
+from streampack import ConfigError
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
