@@ -105,8 +105,35 @@ class Progress:
             listener(self)
 
 
+@dataclass(frozen=True, slots=True)
+class StreamPosition:
+    """A point of a pass it can start again from: document `record` (0-based, as the readers
+    yield them) of `files[file]`, whose first token lands at `token` in the output."""
+
+    file: int
+    record: int
+    token: int
+
+
+def skip_documents(batches: Iterable[RecordBatch], count: int) -> Iterator[RecordBatch]:
+    """`batches` less their first `count` documents (read, not tokenized)."""
+    for batch in batches:
+        if count >= len(batch):
+            count -= len(batch)
+            continue
+        if count:
+            batch = RecordBatch(batch.path, batch.texts[count:], batch.lines[count:], batch.nbytes)
+            count = 0
+        yield batch
+
+
 class Pipeline:
-    """One run over the sources: `blocks()` yields block batches; `report` fills as it goes."""
+    """One run over the sources: `blocks()` yields block batches; `report` fills as it goes.
+
+    Two hooks serve exact resumption (`streampack.torch`): `on_position`, when set, is called with
+    the `StreamPosition` of every encoded batch before it is packed; `start_at(position, block)`
+    makes the pass begin with block `block`, reading from `position` (one the hook reported).
+    """
 
     def __init__(
         self,
@@ -155,6 +182,16 @@ class Pipeline:
         # `_at` is the one of the latest batch packed, None during the tail.
         self._marks: collections.deque = collections.deque()
         self._at: tuple | None = None
+        self.on_position = None
+        self._start = StreamPosition(0, 0, 0)
+
+    def start_at(self, position: StreamPosition, block: int) -> None:
+        """Begin the pass with block `block`, reading from `position` (at or before its start)."""
+        size = self.pack.block_size
+        if not 0 <= position.token <= block * size:
+            raise ValueError(f"position {position} is past the start of block {block}")
+        self._start = position
+        self.packer.resume(block, block * size - position.token)
 
     def blocks(self, start: dict | None = None) -> Iterator[BlockBatch]:
         """The run's block batches; a pipeline runs once (its packer and report are its state).
@@ -179,8 +216,11 @@ class Pipeline:
             self.pack.block_size,
         )
         started = time.perf_counter()
-        reader = threaded(self._read(start), READ_AHEAD, "reader")
+        first = self._start
+        reader = threaded(self._read(start, first), READ_AHEAD, "reader")
         encoded = threaded(self.encoder.map(reader), ENCODE_AHEAD, "encoder")
+        paths = [file.path for file in self.files]
+        file, record = first.file, first.record
         try:
             for batch, ids, offsets in encoded:
                 self._at = self._marks.popleft()
@@ -188,6 +228,11 @@ class Pipeline:
                 counts[0] += len(batch)
                 counts[1] += sum(map(len, batch.texts))
                 counts[2] += len(ids)
+                if self.on_position is not None:
+                    if paths[file] != batch.path:
+                        file, record = paths.index(batch.path, file + 1), 0
+                    self.on_position(StreamPosition(file, record, self.packer.position))
+                    record += len(batch)
                 self.progress.update(len(batch), len(ids) + len(batch) * self._frame, batch.nbytes)
                 blocks = self.packer.add(ids, offsets)
                 if blocks is not None:
@@ -214,8 +259,9 @@ class Pipeline:
                 self.seconds,
             )
 
-    def _read(self, start: dict | None) -> Iterator[RecordBatch]:
-        """The record batches, each with its mark; from `start` on when it is given.
+    def _read(self, start: dict | None, first: StreamPosition) -> Iterator[RecordBatch]:
+        """The record batches, each with its mark; from `start` on when it is given, else from
+        `first` (`start_at`'s position; marks are then counted from there).
 
         A resumed run reads the file it stopped in again from its start and passes over the
         batches packed before (reading costs a fraction of encoding), then takes the report's
@@ -224,14 +270,21 @@ class Pipeline:
         offset of the batch instead; today up to one whole file is read again (no encoding).
         """
         index = {file.path: i for i, file in enumerate(self.files)}
-        first, skip = (start["file"], start["batch"]) if start is not None else (0, 0)
+        if start is not None:
+            first_file, skip = start["file"], start["batch"]
+            batches = read_batches(self.files[first_file:], self.read, self.report)
+        else:
+            first_file, skip = first.file, 0
+            batches = read_batches(self.files[first_file:], self.read, self.report)
+            if first.record:
+                batches = skip_documents(batches, first.record)
         current, count = None, 0
-        for batch in read_batches(self.files[first:], self.read, self.report):
+        for batch in batches:
             if batch.path != current:
                 current, count = batch.path, 0
             count += 1
             if skip:
-                if index[batch.path] != first:
+                if index[batch.path] != first_file:
                     break
                 if count == skip:
                     self.report.load_state(start["report"])
@@ -241,8 +294,8 @@ class Pipeline:
             yield batch
         if skip:
             raise SourceError(
-                f"{self.files[first].path}: holds fewer documents than when the build started, "
-                f"so the build cannot continue; build it again with --overwrite"
+                f"{self.files[first_file].path}: holds fewer documents than when the build "
+                f"started, so the build cannot continue; build it again with --overwrite"
             )
 
     def position(self) -> dict | None:

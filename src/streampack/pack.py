@@ -89,6 +89,35 @@ class Packer:
         self._carry = np.empty(0, dtype=np.uint32)
         self._pending_ends = np.empty(0, dtype=np.int64)
         self._finished = False
+        self._skip = 0
+
+    @property
+    def position(self) -> int:
+        """Where the next document's first token lands in the output (block i starts at
+        i * block_size); without packing every document starts a block."""
+        return self.blocks * self.config.block_size + len(self._carry) - self._skip
+
+    def resume(self, first_block: int, skip: int) -> None:
+        """Start a pass part-way: the next documents fill the output from `first_block * block_size
+        - skip` on, and their first `skip` tokens (without packing, `skip // block_size`
+        documents) belong to blocks before `first_block`, so they are dropped."""
+        self.blocks = first_block
+        self._skip = skip
+
+    def _drop_skipped(self, framed: np.ndarray, framed_offsets: np.ndarray):
+        """The framed batch less the tokens (documents, without packing) still to skip."""
+        if self.config.packing:
+            cut = min(self._skip, len(framed))
+            self._skip -= cut
+            ends = framed_offsets[1:] - cut
+            # Documents that end before the cut end in blocks that were skipped.
+            kept = np.concatenate((np.zeros(1, np.int64), ends[ends > 0]))
+            return framed[cut:], kept
+        size = self.config.block_size
+        count = min(self._skip // size, len(framed_offsets) - 1)
+        self._skip -= count * size
+        start = framed_offsets[count]
+        return framed[start:], framed_offsets[count:] - start
 
     def state(self) -> dict:
         """The counts and the carried tail after the latest batch: a resumed run starts here."""
@@ -111,6 +140,10 @@ class Packer:
         framed, framed_offsets = frame_documents(ids, offsets, self.prefix, self.suffix)
         self.documents += len(framed_offsets) - 1
         self.tokens += len(framed)
+        if self._skip:
+            framed, framed_offsets = self._drop_skipped(framed, framed_offsets)
+            if len(framed_offsets) <= 1:
+                return None
         if not self.config.packing:
             return self._one_per_sample(framed, framed_offsets)
 
