@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import StoreError, StreampackError
+from .errors import StoreError
 from .pack import IGNORE_INDEX
 from .store import TokenStore
 from .store.format import METADATA
+from .store.reader import store_tokenizer
 
 
 def open_store(path):
@@ -34,24 +35,6 @@ def open_store(path):
     except (OSError, ValueError):
         fmt = None
     return SFTStore(path) if fmt == SFT_FORMAT else TokenStore(path)
-
-
-def store_tokenizer(metadata: dict):
-    """(the store's tokenizer, None) or (None, why it cannot be used), without the network."""
-    from .tokenize import load_tokenizer
-
-    recorded = metadata.get("tokenizer", {})
-    try:
-        tokenizer = load_tokenizer(recorded.get("name"))
-    except StreampackError as error:
-        return None, f"cannot load the store's tokenizer {recorded.get('name')!r}: {error}"
-    if recorded.get("vocab_hash") and tokenizer.vocab_hash != recorded["vocab_hash"]:
-        return None, (
-            f"tokenizer {recorded.get('name')!r} found here has another vocabulary than the "
-            f"one the store was built with (hash {tokenizer.vocab_hash[:12]}, store "
-            f"{recorded['vocab_hash'][:12]})"
-        )
-    return tokenizer, None
 
 
 def _run(kind: str, ids: np.ndarray, tokenizer) -> dict:

@@ -13,9 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import TokenizerError
-from .store.reader import read_metadata
-from .tokenize import BUILTIN_NAME, load_tokenizer
+from .store.reader import read_metadata, store_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +55,8 @@ def _top_tokens(path: Path, meta: dict, top: int, stored: int, tokenizer) -> dic
     # Most frequent first; equal counts by id.
     order = np.argsort(-counts.astype(np.int64), kind="stable")[:top]
     order = order[counts[order] > 0]
-    loaded, note = _tokenizer(meta, tokenizer)
+    loaded, why = store_tokenizer(meta, tokenizer)
+    note = None if why is None else f"tokens not decoded: {why}; pass --tokenizer"
     special = set(loaded.added_tokens) if loaded is not None else set()
     rows = []
     cumulative = 0
@@ -83,26 +82,6 @@ def _top_tokens(path: Path, meta: dict, top: int, stored: int, tokenizer) -> dic
         "decoded": loaded is not None,
         "note": note,
     }
-
-
-def _tokenizer(meta: dict, tokenizer):
-    """The store's tokenizer, or (None, why not): stats never fail for want of one."""
-    wanted = meta["tokenizer"]
-    spec = tokenizer if tokenizer is not None else wanted["name"]
-    try:
-        loaded = (
-            spec
-            if hasattr(spec, "vocab_hash")
-            else load_tokenizer(None if spec == BUILTIN_NAME else spec)
-        )
-    except TokenizerError as error:
-        return None, f"tokens not decoded: {error}; pass --tokenizer"
-    if loaded.vocab_hash != wanted["vocab_hash"]:
-        return None, (
-            f"tokens not decoded: tokenizer {loaded.name} has another vocabulary than the "
-            f"store's {wanted['name']} (vocabulary hash differs)"
-        )
-    return loaded, None
 
 
 def _per_source(meta: dict) -> dict:

@@ -131,3 +131,30 @@ class TokenStore(Sequence):
         """Block `index` as text, through `tokenizer` (a `LoadedTokenizer`), padding left out."""
         length = int(self.lengths[index])
         return tokenizer.decode(self.block_tokens(index)[:length])
+
+
+def store_tokenizer(metadata: dict, tokenizer=None):
+    """(the tokenizer a store was built with, None), or (None, why it cannot be had).
+
+    `tokenizer` (a spec or a `LoadedTokenizer`) replaces the name the metadata records; either
+    is loaded offline and must have the vocabulary hash the store recorded.
+    """
+    from ..errors import TokenizerError
+    from ..tokenize import BUILTIN_NAME, load_tokenizer
+
+    wanted = metadata["tokenizer"]
+    spec = tokenizer if tokenizer is not None else wanted["name"]
+    try:
+        loaded = (
+            spec
+            if hasattr(spec, "vocab_hash")
+            else load_tokenizer(None if spec == BUILTIN_NAME else spec)
+        )
+    except TokenizerError as error:
+        return None, f"cannot load the store's tokenizer {wanted['name']!r}: {error}"
+    if wanted.get("vocab_hash") and loaded.vocab_hash != wanted["vocab_hash"]:
+        return None, (
+            f"tokenizer {loaded.name} has another vocabulary than the store's "
+            f"{wanted['name']} (vocabulary hash differs)"
+        )
+    return loaded, None
