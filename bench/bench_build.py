@@ -48,6 +48,7 @@ RUN_KEYS = {
     "backend_setup_seconds",
     "first_block_seconds",
     "resumed",
+    "timeline",
 }
 
 

@@ -32,6 +32,7 @@ RUN_KEYS = {
     "backend_setup_seconds",
     "first_block_seconds",
     "resumed",
+    "timeline",
 }
 
 WORDS = [

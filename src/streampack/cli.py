@@ -521,15 +521,31 @@ def verify(store, no_checksums, as_json, quiet, verbose):
     sys.exit(1 if problems else 0)
 
 
+def _distribution_line(name: str, summary: dict, unit: str, percent: bool = False) -> str:
+    if not summary.get("count"):
+        return f"{name:<15}-"
+    show = (lambda v: f"{v:.1%}") if percent else (lambda v: f"{v:,.0f}")
+    middle = ", ".join(f"p{q} {show(summary[f'p{q}'])}" for q in (10, 50, 90, 99))
+    return f"{name:<15}{middle}, max {show(summary['max'])}{unit}"
+
+
 def _stats_table(stats: dict) -> str:
+    where = stats["store"] if "store" in stats else ", ".join(stats["inputs"])
     lines = [
-        f"store          {stats['store']}",
+        f"{'store' if 'store' in stats else 'sources':<15}{where}",
         f"documents      {stats['documents']:,}",
         f"tokens         {stats['stored_tokens']:,} stored in {stats['blocks']:,} blocks of "
         f"{stats['block_size']} ({stats['padded_tokens']:,} padding, "
         f"{stats['dropped_tokens']:,} dropped)",
         f"tokenizer      {stats['tokenizer']} ({stats['vocab_size']:,} ids)",
     ]
+    if "document_length" in stats:
+        lines.append(_distribution_line("doc length", stats["document_length"], " tokens"))
+        lines.append(_distribution_line("block fill", stats["block_fill"], "", percent=True))
+    for key, title in (("skipped", "skipped"), ("repaired", "repaired")):
+        for reason, entry in stats.get(key, {}).items():
+            first = ", ".join(entry.get("first", [])[:1])
+            lines.append(f"{title:<15}{entry['count']:,} {reason} (first: {first})")
     if stats.get("note"):
         lines.append(f"note           {stats['note']}")
     if stats["token_counts"]:
@@ -577,8 +593,28 @@ def _stats_table(stats: dict) -> str:
     return "\n".join(lines)
 
 
+def _sft_stats_table(stats: dict) -> str:
+    trained = stats["trained_tokens"] or 0
+    lines = [
+        f"store          {stats['store']} ({stats['kind']}, template {stats['template']})",
+        f"samples        {stats['samples']:,} of {stats['records']:,} records",
+        f"tokens         {stats['tokens']:,}, {trained:,} trained "
+        f"({trained / max(stats['tokens'], 1):.1%})",
+        f"tokenizer      {stats['tokenizer']} ({stats['vocab_size']:,} ids)",
+        _distribution_line("sample length", stats["sample_length"], " tokens"),
+    ]
+    for reason, entry in stats.get("skipped", {}).items():
+        first = ", ".join(entry.get("first", [])[:1])
+        lines.append(f"skipped        {entry['count']:,} {reason} (first: {first})")
+    return "\n".join(lines)
+
+
+def _is_store(targets: tuple) -> bool:
+    return len(targets) == 1 and (Path(targets[0]) / "metadata.json").is_file()
+
+
 @main.command(cls=_Command)
-@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("targets", nargs=-1, required=True, metavar="STORE_OR_SOURCE...")
 @click.option(
     "--top",
     type=click.IntRange(min=0),
@@ -590,32 +626,118 @@ def _stats_table(stats: dict) -> str:
     "--tokenizer",
     default=None,
     metavar="PATH|ID",
-    help="Decode with this tokenizer instead of the one the store names (same vocabulary).",
+    help="A store: decode with this tokenizer (same vocabulary). Sources: tokenize with it "
+    "(default: built-in Qwen2.5).",
+)
+@click.option(
+    "--block-size",
+    type=click.IntRange(1, 1 << 24),
+    default=1024,
+    show_default=True,
+    help="Sources: the block size to measure the fill of.",
+)
+@click.option(
+    "--doc-mode",
+    type=click.Choice(DOC_MODES),
+    default="line",
+    show_default=True,
+    help="Sources: text files hold a document per line, paragraph or file.",
+)
+@click.option("--text-field", default=None, help="Sources: the field with the text.")
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the document length histogram, block fill and throughput to this PNG "
+    '(needs matplotlib: pip install "streampack[plot]").',
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the statistics as JSON on stdout.")
 @_common
-def stats(store, top, tokenizer, as_json, quiet, verbose):
-    """Describe STORE: counts, the most frequent tokens decoded and the share of the corpus they
-    cover, and the tokens per character of every source.
+def stats(targets, top, tokenizer, block_size, doc_mode, text_field, plot, as_json, quiet, verbose):
+    """Describe a store, or what sources would give (streamed, nothing written): documents,
+    tokens, blocks, document length percentiles, block fill, padding and truncation, skipped
+    records by reason, the most frequent tokens decoded with the share of the corpus they cover,
+    and the tokens per character of every source. An SFT store: samples, trained tokens and
+    sample lengths.
 
     A vocabulary that splits a domain's words into many pieces shows as a high tokens per
     character on that domain's sources and as word pieces among the top tokens.
 
-    Exit code 0, or 1 when STORE is not a complete token store.
+    Exit code 0; 1 when a store is incomplete or no document could be read; 2 a usage error.
 
     \b
     Examples:
       streampack stats store/
       streampack stats store/ --top 200 --json
+      streampack stats corpus/ --block-size 2048 --plot stats.png
     """
-    from .stats import store_stats
+    from .stats import sft_store_stats, source_stats, store_stats
 
     _setup_logging(verbose, quiet)
-    result = store_stats(store, top=top, tokenizer=tokenizer)
+    sft = False
+    if _is_store(targets):
+        meta = json.loads((Path(targets[0]) / "metadata.json").read_text(encoding="utf-8"))
+        sft = meta.get("format") == "streampack-sft-store"
+        if sft:
+            result = sft_store_stats(targets[0])
+        else:
+            result = store_stats(targets[0], top=top, tokenizer=tokenizer)
+    else:
+        result = source_stats(
+            list(targets),
+            top=top,
+            tokenizer=tokenizer,
+            block_size=block_size,
+            doc_mode=doc_mode,
+            text_field=text_field,
+            remainder="pad",
+        )
+    if plot is not None:
+        from .plots import save
+
+        save(result, plot)
     if as_json:
         click.echo(json.dumps(result, indent=2, ensure_ascii=False))
     else:
-        click.echo(_stats_table(result))
+        click.echo(_sft_stats_table(result) if sft else _stats_table(result))
+        if plot is not None and not quiet:
+            click.echo(f"plot           {plot}")
+
+
+@main.command(cls=_Command)
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The HTML file to write.",
+)
+@click.option(
+    "--examples",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Blocks (or samples) shown decoded.",
+)
+@_common
+def report(store, output, examples, quiet, verbose):
+    """Write one self-contained HTML page about STORE (a token or SFT store): the summary,
+    the figures, the top tokens, skipped records by reason and a few decoded blocks or samples,
+    to share with a team. Needs matplotlib (pip install "streampack[plot]").
+
+    Exit codes: 0 written, 1 not a complete store, 2 a usage error.
+
+    \b
+    Example:
+      streampack report store/ -o report.html
+    """
+    from .report_html import write_page
+
+    _setup_logging(verbose, quiet)
+    write_page(store, output, examples=examples)
+    if not quiet:
+        click.echo(f"report         {output}")
 
 
 @main.command(cls=_Command)
