@@ -67,3 +67,20 @@ def test_a_bad_recipe_is_a_usage_error_naming_the_file(tmp_path, text, message):
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
     assert "--config" in run("pack", "--help").stdout
+
+
+def test_like_repeats_a_build_from_its_store_alone(tmp_path):
+    first = tmp_path / "first"
+    args = ("--block-size", "100", "--remainder", "pad", "--position-ids", "reset", "--quiet")
+    assert run("pack", DEMO, "-o", first, *args).returncode == 0
+    result = run("pack", "--like", first, "-o", tmp_path / "again", "--quiet")
+    assert result.returncode == 0, result.stderr
+    for name in ("shard-00000.tokens", "shard-00000.doc_ends.npy", "token_counts.npy"):
+        assert (first / name).read_bytes() == (tmp_path / "again" / name).read_bytes(), name
+    before = json.loads((first / "metadata.json").read_text())
+    after = json.loads((tmp_path / "again" / "metadata.json").read_text())
+    assert {key for key in before if before[key] != after.get(key)} == {"created"}
+
+    result = run("pack", "--like", first, "-o", tmp_path / "wider", "--block-size", "50", "-q")
+    assert result.returncode == 0 and _block_size(tmp_path / "wider") == 50
+    assert run("pack", "--like", tmp_path / "nothing", "-o", tmp_path / "x").returncode == 2

@@ -304,6 +304,9 @@ def _metadata(pipeline: Pipeline, report: dict, writer: StoreWriter) -> dict:
         "remainder": pipeline.pack.remainder,
         "position_ids": pipeline.pack.position_ids,
         "read": read,
+        # With the keys above, what `streampack pack --like STORE` needs to run this build again.
+        "eos_token": pipeline.tokenize.eos_token,
+        "shard_bytes": writer.shard_bytes,
         **run,
         "sources": pipeline.sources,
         "files": files,

@@ -86,6 +86,20 @@ def _use_run_file(ctx: click.Context, param: click.Parameter, value) -> None:
     ctx.default_map = {**(ctx.default_map or {}), **settings}
 
 
+def _use_store_recipe(ctx: click.Context, param: click.Parameter, value) -> None:
+    """`--like STORE`: the settings that built STORE become this command's defaults."""
+    if value is None:
+        return
+    from .runconfig import store_settings
+    from .store.reader import read_metadata
+
+    try:
+        settings = store_settings(read_metadata(value))
+    except StreampackError as error:
+        raise click.BadParameter(str(error), ctx=ctx, param=param) from None
+    ctx.default_map = {**(ctx.default_map or {}), **settings}
+
+
 def _run_file(function):
     return click.option(
         "--config",
@@ -372,6 +386,14 @@ def main() -> None:
     help="Count every token id in the store, for `streampack stats`.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@click.option(
+    "--like",
+    type=click.Path(file_okay=False, path_type=Path),
+    is_eager=True,
+    expose_value=False,
+    callback=_use_store_recipe,
+    help="Build with the settings (and sources) recorded in this store (flags override them).",
+)
 @_run_file
 @_common
 def pack(
@@ -419,6 +441,8 @@ def pack(
       streampack pack notes.txt -o store/ --remainder pad --position-ids reset
       streampack pack corpus/ -o store/ --strict --max-document-bytes 1000000
       streampack pack more/ -o store/ --append
+      streampack pack --config recipe.toml
+      streampack pack --like store/ -o store-again/
     """
     if append and overwrite:
         raise click.UsageError("--append adds to a store and --overwrite replaces it: pick one")

@@ -76,3 +76,41 @@ def settings_for(data: dict, command: str, names: dict, commands: set[str], path
                 )
             chosen[name] = value
     return chosen
+
+
+def store_settings(metadata: dict) -> dict:
+    """The `streampack pack` settings (by parameter name) that built a store, from its
+    metadata: `--like STORE` runs the same build again. The output folder is not among them."""
+    from .tokenize import BUILTIN_NAME
+
+    if metadata.get("format") != "streampack-store":
+        raise ConfigError(
+            f"--like takes a token store built by `streampack pack`, found format "
+            f"{metadata.get('format')!r}"
+        )
+    read = metadata.get("read", {})
+    tokenizer = metadata["tokenizer"]["name"]
+    settings = {
+        "sources": list(metadata["sources"]),
+        "tokenizer": None if tokenizer == BUILTIN_NAME else tokenizer,
+        "backend": metadata.get("backend", "auto"),
+        "eos_token": metadata.get("eos_token"),
+        "block_size": metadata["block_size"],
+        "remainder": metadata.get("remainder", "drop"),
+        "no_packing": not metadata.get("packing", True),
+        "position_ids": metadata.get("position_ids", "none"),
+        "token_stats": bool(metadata.get("token_counts")),
+        "doc_mode": read.get("doc_mode", "line"),
+        "text_field": read.get("text_field"),
+        "format_": read.get("format"),
+        "on_error": read.get("on_error", "skip"),
+        "encoding": read.get("encoding", "utf-8"),
+        "encoding_errors": read.get("encoding_errors", "replace"),
+        "max_document_bytes": read.get("max_document_bytes"),
+        "oversize": read.get("oversize", "split"),
+    }
+    if metadata.get("shard_bytes"):
+        settings["shard_mb"] = metadata["shard_bytes"] / (1 << 20)
+    for appended in metadata.get("appends", ()):
+        settings["sources"] += appended["sources"]
+    return settings
