@@ -129,4 +129,10 @@ def test_stats_cli(store):
         [*STREAMPACK, "stats", str(store.parent / "nothing")], capture_output=True, text=True
     )
     assert missing.returncode == 1
-    assert missing.stderr.startswith("streampack: error:") and "no such store" in missing.stderr
+    assert missing.stderr.startswith("streampack: error:")
+    assert "no such file or folder" in missing.stderr
+    unfinished = store.parent / "unfinished"
+    unfinished.mkdir()
+    (unfinished / "build.json").write_text("{}")
+    result = subprocess.run([*STREAMPACK, "stats", str(unfinished)], capture_output=True, text=True)
+    assert result.returncode == 1 and "not a complete token store" in result.stderr

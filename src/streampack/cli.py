@@ -634,7 +634,12 @@ def _sft_stats_table(stats: dict) -> str:
 
 
 def _is_store(targets: tuple) -> bool:
-    return len(targets) == 1 and (Path(targets[0]) / "metadata.json").is_file()
+    """One folder that is a store, or a store's folder left by an unfinished build."""
+    if len(targets) != 1 or not Path(targets[0]).is_dir():
+        return False
+    folder = Path(targets[0])
+    marks = ("metadata.json", "build.json")
+    return any((folder / mark).is_file() for mark in marks) or any(folder.glob("shard-*"))
 
 
 @main.command(cls=_Command)
@@ -700,7 +705,8 @@ def stats(targets, top, tokenizer, block_size, doc_mode, text_field, plot, as_js
     _setup_logging(verbose, quiet)
     sft = False
     if _is_store(targets):
-        meta = json.loads((Path(targets[0]) / "metadata.json").read_text(encoding="utf-8"))
+        meta_path = Path(targets[0]) / "metadata.json"
+        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
         sft = meta.get("format") == "streampack-sft-store"
         if sft:
             result = sft_store_stats(targets[0])
