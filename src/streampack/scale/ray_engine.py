@@ -45,25 +45,59 @@ def connect(address: str | None, num_cpus: int | None):
     Returns `(ray, owned)`; `owned` is True when this call connected, so the caller shuts it down.
     A Ray already initialized by the caller (a notebook, the tests) is used as it is.
     """
-    if not address:
-        # Read by Ray when it is imported, and again below for a Ray imported already.
-        os.environ[_NO_CLUSTER_ENV] = "0"
     ray = import_ray()
     if ray.is_initialized():
         return ray, False
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, logging_level=logging.WARNING)
+        except Exception as error:  # Ray raises ConnectionError, ValueError, RuntimeError...
+            raise ConfigError(
+                f"--ray-address {address}: cannot connect to a Ray cluster there "
+                f"({str(error).strip().splitlines()[-1] if str(error).strip() else error!r}); "
+                f"start it with `ray start --head`, or leave --ray-address out for a local one"
+            ) from None
         return ray, True
-    from ray._private import ray_constants
-
-    ray_constants.ENABLE_RAY_CLUSTER = False
+    _no_cluster(True)
     log.info("starting a local Ray instance on 127.0.0.1 (%s CPUs)", num_cpus or "all")
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    except BaseException:
+        _no_cluster(False)
+        raise
     address = ray.util.get_node_ip_address()
     if address not in ("127.0.0.1", "::1"):
         log.warning("the local Ray instance listens on %s, not only on loopback", address)
     return ray, True
+
+
+_saved: list = []
+
+
+def _no_cluster(on: bool) -> None:
+    """Turn Ray's single-machine mode on (for a local instance), or back to what it was."""
+    from ray._private import ray_constants
+
+    if on:
+        _saved[:] = [os.environ.get(_NO_CLUSTER_ENV), ray_constants.ENABLE_RAY_CLUSTER]
+        # The environment reaches the processes Ray starts; the constant, this one.
+        os.environ[_NO_CLUSTER_ENV] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif _saved:
+        env, constant = _saved
+        if env is None:
+            os.environ.pop(_NO_CLUSTER_ENV, None)
+        else:
+            os.environ[_NO_CLUSTER_ENV] = env
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+        _saved.clear()
+
+
+def disconnect(ray) -> None:
+    """Shut down what `connect` started or joined."""
+    ray.shutdown()
+    _no_cluster(False)
 
 
 class RayRunner:
@@ -129,7 +163,7 @@ class RayRunner:
 
     def close(self) -> None:
         if self._owned:
-            self.ray.shutdown()
+            disconnect(self.ray)
 
 
 def _last_line(error: Exception) -> str:

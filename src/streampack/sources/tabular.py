@@ -76,8 +76,13 @@ def read_parquet(
     rows = metadata.num_rows
     size = os.path.getsize(path)
     if row_groups is not None:
+        # The file's bytes prorated by rows, so that the groups of a split add up to the file.
+        before = sum(
+            metadata.row_group(group).num_rows for group in range(min(row_groups, default=0))
+        )
         rows = sum(metadata.row_group(group).num_rows for group in row_groups)
-        size = size * rows // max(1, metadata.num_rows)
+        total = max(1, metadata.num_rows)
+        size = size * (before + rows) // total - size * before // total
     if rows == 0:
         return
     schema = parquet.schema_arrow
