@@ -138,6 +138,11 @@ def pack(
     shard_bytes: int = 256 << 20,
     token_stats: bool = True,
     on_progress: Callable | None = None,
+    engine: str = "local",
+    split_bytes: int | None = None,
+    num_nodes: int = 1,
+    node_rank: int = 0,
+    ray_address: str | None = None,
 ) -> dict:
     """Pack `sources` into a token store at `output`; returns the run's report.
 
@@ -145,8 +150,14 @@ def pack(
     A killed build run again with the same arguments continues from its last committed shard
     and writes the same store; `append=True` adds the blocks of `sources` after those of the
     store at `output`. `token_stats` counts every stored token id (`streampack stats`).
+    `engine="ray"`, `split_bytes`, `num_nodes` and `node_rank` build from a task split instead
+    (`streampack.scale`, see the README's Scale-out section).
     """
     settings = dict(locals())
+    if engine != "local" or split_bytes is not None or num_nodes != 1:
+        from .scale import pack_split
+
+        return pack_split(settings)
     started = time.perf_counter()
     pipeline = _pipeline(sources, tokenizer, settings)
     loaded = pipeline.tokenizer

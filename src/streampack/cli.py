@@ -260,6 +260,61 @@ def _pack_options(function):
     return _read_options(function)
 
 
+def _scale_options(function):
+    """Split builds: an engine, the task split, and this node's part of a multi-node build."""
+    options = [
+        click.option(
+            "--engine",
+            type=click.Choice(["local", "ray"]),
+            default="local",
+            show_default=True,
+            help="ray: build the units as Ray tasks (pip install 'streampack[ray]').",
+        ),
+        click.option(
+            "--ray-address",
+            default=None,
+            metavar="ADDR",
+            help="Ray cluster to use (e.g. ray://head:10001 or auto). Default: start a local "
+            "instance on 127.0.0.1.",
+        ),
+        click.option(
+            "--split-mb",
+            type=click.FloatRange(min=0.004),
+            default=None,
+            help="Cut the sources into units of about this size (default 64 with --engine ray "
+            "or --num-nodes); the store is the same for any engine or cluster size.",
+        ),
+        click.option(
+            "--num-nodes",
+            type=click.IntRange(min=1),
+            default=1,
+            show_default=True,
+            help="Build part --node-rank of this many; join the parts with `streampack merge`.",
+        ),
+        click.option(
+            "--node-rank",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="Which part this run builds: units i with i % --num-nodes == --node-rank.",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _scale_settings(scale: dict) -> dict:
+    if scale["node_rank"] >= scale["num_nodes"]:
+        raise click.UsageError(
+            f"--node-rank must be below --num-nodes ({scale['num_nodes']}), "
+            f"found {scale['node_rank']}"
+        )
+    split_mb = scale.pop("split_mb")
+    scale["split_bytes"] = None if split_mb is None else int(split_mb * (1 << 20))
+    return scale
+
+
 class _ProgressBar:
     """A tqdm bar on stderr, made at the first update, only when stderr is a terminal."""
 
@@ -394,6 +449,7 @@ def main() -> None:
     callback=_use_store_recipe,
     help="Build with the settings (and sources) recorded in this store (flags override them).",
 )
+@_scale_options
 @_run_file
 @_common
 def pack(
@@ -424,6 +480,7 @@ def pack(
     as_json,
     quiet,
     verbose,
+    **scale,
 ):
     """Tokenize and pack SOURCE... (files, folders, globs) into a token store.
 
@@ -443,11 +500,13 @@ def pack(
       streampack pack more/ -o store/ --append
       streampack pack --config recipe.toml
       streampack pack --like store/ -o store-again/
+      streampack pack corpus/ -o store/ --engine ray --ray-address auto
     """
     if append and overwrite:
         raise click.UsageError("--append adds to a store and --overwrite replaces it: pick one")
     from .api import pack as pack_store
 
+    scale = _scale_settings(scale)
     _setup_logging(verbose, quiet)
     bar = _ProgressBar(quiet)
     try:
@@ -474,6 +533,7 @@ def pack(
             shard_bytes=int(shard_mb * (1 << 20)),
             token_stats=token_stats,
             on_progress=bar.update,
+            **scale,
         )
     finally:
         bar.close()
@@ -481,7 +541,20 @@ def pack(
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif not quiet:
         click.echo(_summary(report))
+        if "units" in report:
+            click.echo(_split_summary(report))
         click.echo(f"store          {output}")
+
+
+def _split_summary(report: dict) -> str:
+    line = (
+        f"units          {report['units']:,} of {report['units_total']:,} "
+        f"({report['split_bytes'] / (1 << 20):g} MB split), engine {report['engine']}, "
+        f"{report['retries']} retries"
+    )
+    if "node_rank" in report:
+        line += f"; part {report['node_rank']} of {report['num_nodes']}"
+    return line
 
 
 @main.command(cls=_Command)
@@ -1054,4 +1127,42 @@ def sft(
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif not quiet:
         click.echo(_sft_summary(report, preference))
+        click.echo(f"store          {output}")
+
+
+@main.command(cls=_Command)
+@click.argument("parts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The store folder to write.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a store already at --output.")
+@click.option(
+    "--checksums", is_flag=True, help="Also re-hash every shard when verifying the result."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
+@_common
+def merge(parts, output, overwrite, checksums, as_json, quiet, verbose):
+    """Join the store PARTs of a multi-node build (`pack --num-nodes N --node-rank R`) into one
+    store, hard-linking their shard files (a copy across file systems), and verify it.
+
+    The result equals a single-machine build of the same split. Exit code 0 done, 1 parts that
+    do not fit together or a store problem (one line names it).
+
+    \b
+    Example:
+      streampack merge parts/0 parts/1 parts/2 -o store/
+    """
+    from .scale import merge_parts
+
+    _setup_logging(verbose, quiet)
+    report = merge_parts(parts, output, overwrite=overwrite, checksums=checksums)
+    if as_json:
+        click.echo(json.dumps(report, indent=2, ensure_ascii=False))
+    elif not quiet:
+        click.echo(_summary(report))
+        click.echo(_split_summary(report))
         click.echo(f"store          {output}")

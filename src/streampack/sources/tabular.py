@@ -53,11 +53,14 @@ def _rows_per_batch(metadata, column: str, batch_bytes: int) -> int:
     return max(1, min(_MAX_ROWS, batch_bytes // per_row))
 
 
-def read_parquet(path: str, config: ReadConfig, progress: FileProgress) -> Iterator[RecordBatch]:
+def read_parquet(
+    path: str, config: ReadConfig, progress: FileProgress, row_groups: list[int] | None = None
+) -> Iterator[RecordBatch]:
     """One column of the file, read `iter_batches` at a time so a huge row group is never whole.
 
     `nbytes` of each batch is the file size prorated by rows: parquet decompresses page by page
-    inside pyarrow, where the raw position cannot be observed.
+    inside pyarrow, where the raw position cannot be observed. `row_groups` reads only those
+    groups (a task of a split build); rows are then numbered from 1 at the first of them.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -71,6 +74,15 @@ def read_parquet(path: str, config: ReadConfig, progress: FileProgress) -> Itera
         return
     metadata = parquet.metadata
     rows = metadata.num_rows
+    size = os.path.getsize(path)
+    if row_groups is not None:
+        # The file's bytes prorated by rows, so that the groups of a split add up to the file.
+        before = sum(
+            metadata.row_group(group).num_rows for group in range(min(row_groups, default=0))
+        )
+        rows = sum(metadata.row_group(group).num_rows for group in row_groups)
+        total = max(1, metadata.num_rows)
+        size = size * (before + rows) // total - size * before // total
     if rows == 0:
         return
     schema = parquet.schema_arrow
@@ -88,11 +100,12 @@ def read_parquet(path: str, config: ReadConfig, progress: FileProgress) -> Itera
         found = f"column {column!r} of type {kind}"
         report.skip("non_string_text", path, 1, count=rows, found=found)
         return
-    size = os.path.getsize(path)
     done = 0
     try:
         batches = parquet.iter_batches(
-            batch_size=_rows_per_batch(metadata, column, config.batch_bytes), columns=[column]
+            batch_size=_rows_per_batch(metadata, column, config.batch_bytes),
+            row_groups=row_groups,
+            columns=[column],
         )
         for batch in batches:
             values = batch.column(0).to_pylist()
