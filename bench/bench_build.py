@@ -29,11 +29,7 @@ from bench_pack import child_env, machine_info, print_machine, streampack_cli  #
 
 REPO = BENCH.parent
 OUT = BENCH / "out"
-DEFAULT_CORPORA = (
-    OUT / "corpus-3000000",
-    # The lead's checkout keeps the 3M corpus; worktrees beside it read it from there.
-    REPO.parent / "main" / "bench" / "out" / "corpus-3000000",
-)
+DEFAULT_CORPORA = (OUT / "corpus-3000000",)
 # How often the journal is read while waiting for the half-way shard; reading it costs nothing
 # next to a build, and 50 ms is well inside one shard's time.
 POLL_SECONDS = 0.05

@@ -32,7 +32,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 OUT = BENCH / "out"
 TMP = OUT / "scale-tmp"
-DEFAULT_CORPUS = Path("/work/main/bench/out/corpus-200000")
+DEFAULT_CORPUS = Path(__file__).resolve().parent / "out" / "corpus-200000"
 CASES = ("local", "local-split", "ray-2", "overhead-local", "overhead-ray", "ray-noop")
 TINY_SPLIT = 4096
 

@@ -152,23 +152,28 @@ def packed_batch(blocks: Sequence[Sequence[Sample]], block_size: int, pad_id: in
     input_ids [a b c d e P P P], labels [- b c - e - - -], position_ids [0 1 2 0 1 0 1 2],
     attention_mask [1 1 1 1 1 0 0 0].
     """
+    samples = [sample for block in blocks for sample in block]
     rows = len(blocks)
+    sizes = np.fromiter(map(len, samples), dtype=np.int64, count=len(samples))
+    row_of = np.repeat(np.arange(rows), [len(block) for block in blocks])
+    starts = np.cumsum(sizes) - sizes  # of each sample in the samples laid end to end
+    fill = np.bincount(row_of, weights=sizes, minlength=rows).astype(np.int64)
+    # A sample's first column: where it starts end to end, less where its row's first one does.
+    columns = starts - (np.cumsum(fill) - fill)[row_of]
+    within = np.arange(int(sizes.sum())) - np.repeat(starts, sizes)
+    token_rows = np.repeat(row_of, sizes)
+    token_columns = np.repeat(columns, sizes) + within
+
     input_ids = np.full((rows, block_size), pad_id, dtype=np.int64)
     labels = np.full((rows, block_size), IGNORE_INDEX, dtype=np.int64)
-    positions = np.zeros((rows, block_size), dtype=np.int64)
-    attention_mask = np.zeros((rows, block_size), dtype=np.int64)
-    ramp = np.arange(block_size, dtype=np.int64)
-    for row, block in enumerate(blocks):
-        start = 0
-        for sample in block:
-            end = start + len(sample)
-            input_ids[row, start:end] = sample.input_ids
-            labels[row, start:end] = sample.labels
-            labels[row, start] = IGNORE_INDEX
-            positions[row, start:end] = ramp[: end - start]
-            start = end
-        attention_mask[row, :start] = 1
-        positions[row, start:] = ramp[: block_size - start]
+    input_ids[token_rows, token_columns] = np.concatenate([s.input_ids for s in samples])
+    flat_labels = np.concatenate([s.labels for s in samples])
+    flat_labels[starts] = IGNORE_INDEX
+    labels[token_rows, token_columns] = flat_labels
+    grid = np.arange(block_size)[None, :]
+    attention_mask = (grid < fill[:, None]).astype(np.int64)
+    positions = grid - fill[:, None]  # the padding counts its own positions from 0
+    positions[token_rows, token_columns] = within
     return {
         "input_ids": input_ids,
         "labels": labels,
