@@ -25,6 +25,8 @@ __all__ = ["BlockStream", "SFTStream", "pack", "stream", "stream_sft"]
 
 def _pipeline(sources, tokenizer, settings: dict) -> Pipeline:
     """A pipeline from the keyword settings of `stream` and `pack`, each sent to its config."""
+    if settings.get("batch_size") == "auto":
+        settings = {**settings, "batch_size": None}
     read = ReadConfig(
         **{name: settings[name] for name in ReadConfig.__dataclass_fields__ if name in settings}
     )
@@ -36,7 +38,9 @@ def _pipeline(sources, tokenizer, settings: dict) -> Pipeline:
         workers=settings["workers"],
         eos_token=settings["eos_token"],
     )
-    return Pipeline(sources, read, pack, tokenize, tokenizer=loaded)
+    return Pipeline(
+        sources, read, pack, tokenize, tokenizer=loaded, max_memory=settings["max_memory"]
+    )
 
 
 class BlockStream:
@@ -63,7 +67,12 @@ class BlockStream:
         used = self.pipeline
         if used.started:
             self.pipeline = Pipeline(
-                used.sources, used.read, used.pack, used.tokenize, tokenizer=used.tokenizer
+                used.sources,
+                used.read,
+                used.pack,
+                used.tokenize,
+                tokenizer=used.tokenizer,
+                max_memory=used.max_memory,
             )
         return self.pipeline
 
@@ -94,6 +103,8 @@ def stream(
     text_field: str | None = None,
     format: str | None = None,
     batch_bytes: int = 4 << 20,
+    batch_size: int | str = "auto",
+    max_memory: int | None = None,
     on_error: str = "skip",
     encoding: str = "utf-8",
     encoding_errors: str = "replace",
@@ -107,6 +118,9 @@ def stream(
 
     Bad records are counted in `report` (`on_error="skip"`) or stop the run with a `DataError`
     naming the file and line (`on_error="raise"`); see `ReadConfig` for the other settings.
+    `batch_size` is documents per tokenizer batch, or `auto`; `max_memory` the memory guard's
+    budget in bytes (None: half the machine's or the cgroup's memory; 0: no guard): over it
+    for good, a `MemoryBudgetError` stops the run.
     """
     settings = dict(locals())
     return BlockStream(_pipeline(settings.pop("sources"), settings.pop("tokenizer"), settings))
@@ -128,6 +142,8 @@ def pack(
     text_field: str | None = None,
     format: str | None = None,
     batch_bytes: int = 4 << 20,
+    batch_size: int | str = "auto",
+    max_memory: int | None = None,
     on_error: str = "skip",
     encoding: str = "utf-8",
     encoding_errors: str = "replace",

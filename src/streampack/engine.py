@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .config import PackConfig, ReadConfig, TokenizeConfig
 from .errors import SourceError
+from .guard import BatchTuner, MemoryGuard
 from .pack import BlockBatch, Packer
 from .records import RecordBatch
 from .report import Report
@@ -36,16 +37,19 @@ class _Failure:
         self.error = error
 
 
-def threaded(items: Iterable, maxsize: int, name: str) -> Iterator:
+def threaded(items: Iterable, maxsize: int, name: str, limit=None) -> Iterator:
     """Run `items` in a background thread, handing results over through a bounded queue.
 
     The producer blocks when the queue is full (back-pressure); an exception in it is raised in
-    the consumer; closing the consumer stops the producer at its next hand-over.
+    the consumer; closing the consumer stops the producer at its next hand-over. `limit`, a
+    callable, can lower the bound while the run goes (the memory guard's `in_flight`).
     """
     handover: queue.Queue = queue.Queue(maxsize)
     stop = threading.Event()
 
     def put(item) -> bool:
+        while limit is not None and handover.qsize() >= limit() and not stop.is_set():
+            time.sleep(0.005)
         while not stop.is_set():
             try:
                 handover.put(item, timeout=0.1)
@@ -127,12 +131,40 @@ def skip_documents(batches: Iterable[RecordBatch], count: int) -> Iterator[Recor
         yield batch
 
 
+def split_batch(batch: RecordBatch, size: int, documents: int | None) -> list[RecordBatch]:
+    """`batch` in consecutive slices of about `size` bytes of text and at most `documents`
+    documents each (a document is never cut); the raw bytes are shared out in proportion."""
+    texts = batch.texts
+    if len(texts) <= 1 or (batch.nbytes <= size and (documents or len(texts)) >= len(texts)):
+        return [batch]
+    chars = max(sum(map(len, texts)), 1)
+    # Characters stand in for bytes: counting UTF-8 bytes would encode every document again.
+    per_slice = max(1, size * chars // max(batch.nbytes, 1))
+    slices: list[RecordBatch] = []
+    start = taken = total = used = 0
+    for index, text in enumerate(texts):
+        taken += len(text)
+        if taken >= per_slice or index + 1 - start == documents or index == len(texts) - 1:
+            total += taken
+            nbytes = batch.nbytes * total // chars - used
+            used += nbytes
+            end = index + 1
+            slices.append(RecordBatch(batch.path, texts[start:end], batch.lines[start:end], nbytes))
+            start, taken = end, 0
+    return slices
+
+
 class Pipeline:
     """One run over the sources: `blocks()` yields block batches; `report` fills as it goes.
 
     Two hooks serve exact resumption (`streampack.torch`): `on_position`, when set, is called with
     the `StreamPosition` of every encoded batch before it is packed; `start_at(position, block)`
     makes the pass begin with block `block`, reading from `position` (one the hook reported).
+
+    Read batches (`read.batch_bytes`, which the build journal counts) are cut into tokenizer
+    batches of the size `read.batch_size` fixes (documents) or the tuner chooses (None, auto);
+    the blocks are the same whatever the cut. `max_memory` is the memory guard's budget in
+    bytes (None: its default, 0: no guard).
     """
 
     def __init__(
@@ -142,8 +174,15 @@ class Pipeline:
         pack: PackConfig | None = None,
         tokenize: TokenizeConfig | None = None,
         tokenizer: LoadedTokenizer | None = None,
+        max_memory: int | None = None,
     ) -> None:
         self.read = read or ReadConfig()
+        self.max_memory = max_memory
+        self.guard = MemoryGuard(max_memory, READ_AHEAD)
+        self.tuner = BatchTuner(
+            None if self.read.batch_size is None else self.read.batch_bytes,
+            self.read.batch_bytes,
+        )
         self.pack = pack or PackConfig()
         self.tokenize = tokenize or TokenizeConfig()
         self.report = Report(self.read.on_error)
@@ -217,8 +256,11 @@ class Pipeline:
         )
         started = time.perf_counter()
         first = self._start
-        reader = threaded(self._read(start, first), READ_AHEAD, "reader")
-        encoded = threaded(self.encoder.map(reader), ENCODE_AHEAD, "encoder")
+        guard, tuner = self.guard, self.tuner
+        reader = threaded(self._read(start, first), READ_AHEAD, "reader", lambda: guard.in_flight)
+        encoded = threaded(
+            self.encoder.map(reader), ENCODE_AHEAD, "encoder", lambda: guard.in_flight
+        )
         paths = [file.path for file in self.files]
         file, record = first.file, first.record
         try:
@@ -234,6 +276,8 @@ class Pipeline:
                     self.on_position(StreamPosition(file, record, self.packer.position))
                     record += len(batch)
                 self.progress.update(len(batch), len(ids) + len(batch) * self._frame, batch.nbytes)
+                tuner.observe(len(batch), len(ids))
+                guard.check(batch.nbytes)
                 blocks = self.packer.add(ids, offsets)
                 if blocks is not None:
                     if self.first_block_seconds is None:
@@ -270,8 +314,11 @@ class Pipeline:
         offset of the batch instead; today up to one whole file is read again (no encoding).
         """
         index = {file.path: i for i, file in enumerate(self.files)}
+        within = 0
         if start is not None:
             first_file, skip = start["file"], start["batch"]
+            # Documents of that batch already packed, when the run stopped inside it.
+            within = start.get("documents", 0)
             batches = read_batches(self.files[first_file:], self.read, self.report)
         else:
             first_file, skip = first.file, 0
@@ -289,25 +336,42 @@ class Pipeline:
                 if count == skip:
                     self.report.load_state(start["report"])
                     skip = 0
+                    if within:
+                        rest = next(skip_documents([batch], within))
+                        yield from self._cut(rest, index[batch.path], count, within)
                 continue
-            self._marks.append((index[batch.path], count, self.report.mark()))
-            yield batch
+            yield from self._cut(batch, index[batch.path], count, 0)
         if skip:
             raise SourceError(
                 f"{self.files[first_file].path}: holds fewer documents than when the build "
                 f"started, so the build cannot continue; build it again with --overwrite"
             )
 
+    def _cut(self, batch: RecordBatch, file: int, count: int, within: int) -> Iterator:
+        """The tokenizer batches of read batch `count` of file `file` (`within` documents of it
+        passed over already), each with its mark: where a run that stops after it continues."""
+        mark = self.report.mark()
+        total = within + len(batch)
+        cap = self.tuner.batch_bytes
+        if self.guard.batch_bytes is not None:
+            cap = min(cap, self.guard.batch_bytes)
+        for piece in split_batch(batch, cap, self.read.batch_size):
+            within += len(piece)
+            # 0: the read batch is done, and a run continued here passes over all of it.
+            self._marks.append((file, count, mark, within if within < total else 0))
+            yield piece
+
     def position(self) -> dict | None:
         """Where the run stands after the latest batch it packed, for `blocks(start=...)`; None
         before the first batch and once the tail is being packed. Arrays stay numpy arrays."""
         if self._at is None:
             return None
-        file, batch, mark = self._at
+        file, batch, mark, documents = self._at
         progress = self.progress
         return {
             "file": file,
             "batch": batch,
+            "documents": documents,
             "report": self.report.state_at(mark),
             "packer": self.packer.state(),
             "text": {path: list(counts) for path, counts in self.text_counts.items()},
@@ -340,6 +404,9 @@ class Pipeline:
             tokens_per_second=round(packer.tokens / seconds),
             megabytes_per_second=round(self.progress.bytes / seconds / 1e6, 2),
             peak_rss_mb=round(peak_rss_mb(), 1),
+            max_memory_mb=self.guard.report()["max_memory_mb"],
+            backpressure_events=self.guard.events,
+            **self.tuner.report(self.read.batch_size),
             backend=self.encoder.name,
             workers=self.encoder.workers,
             tokenizer=self.tokenizer.name,

@@ -1,0 +1,210 @@
+"""The memory guard and the batch size tuner: two controls the engine consults after every batch.
+
+The guard samples this process's resident memory (RSS) against a budget. Near it (at
+`SOFT_SHARE` of the budget) it applies back-pressure one step at a time: fewer batches in
+flight between the stages, then tokenizer batches half as large (down to `MIN_BATCH_BYTES`),
+each with a garbage collection and the freed heap handed back to the system. Over the budget
+for `OVER_LIMIT_CHECKS` batches in a row at the smallest settings, it raises
+`MemoryBudgetError`: `pack` then stops with its journal after the last committed shard, so the
+same command continues the build.
+
+The tuner picks the text per tokenizer batch (a slice of a read batch, never more than one)
+from the tokens per second measured on the first batches of the run.
+"""
+
+import contextlib
+import ctypes
+import gc
+import logging
+import os
+import time
+from pathlib import Path
+
+import psutil
+
+from .errors import MemoryBudgetError
+
+log = logging.getLogger(__name__)
+
+# The default budget is this share of the memory the process may use (the machine's, or its
+# cgroup's limit when lower): the rest is left to the training loop and the page cache.
+DEFAULT_SHARE = 0.5
+SOFT_SHARE = 0.8
+OVER_LIMIT_CHECKS = 3
+MIN_BATCH_BYTES = 64 << 10
+# Candidate tokenizer batch sizes of `--batch-size auto`, smallest first; each is tried on
+# `TRIAL_BATCHES` batches (after `WARMUP_BATCHES`, which pay for thread start-up and caches).
+TUNE_CANDIDATES = (256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20)
+TRIAL_BATCHES = 3
+WARMUP_BATCHES = 2
+
+
+def _cgroup_limit() -> int | None:
+    """The memory limit of this process's cgroup (v2, else v1); None when there is none."""
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:
+            return int(text)
+    return None
+
+
+def default_budget() -> int:
+    """`DEFAULT_SHARE` of the machine's memory or of the cgroup's limit, whichever is lower."""
+    total = psutil.virtual_memory().total
+    limit = _cgroup_limit()
+    return int(DEFAULT_SHARE * (total if limit is None else min(total, limit)))
+
+
+def _release_heap() -> None:
+    """Collect garbage, and hand freed heap pages back to the system (glibc's malloc_trim):
+    without it, RSS stays at its peak after the large strings of a huge document are freed."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class MemoryGuard:
+    """Keeps RSS under `budget` bytes (None: `default_budget()`; 0: no guard, RSS still sampled).
+
+    `in_flight` is the number of batches each queue between the stages may hold, and
+    `batch_bytes` the cap on text per tokenizer batch (None: no cap); the engine reads both.
+    """
+
+    def __init__(self, budget: int | None = None, in_flight: int = 4) -> None:
+        self.budget = default_budget() if budget is None else int(budget)
+        self.enabled = self.budget > 0
+        self._process = psutil.Process(os.getpid())
+        self.in_flight = in_flight
+        self.batch_bytes: int | None = None
+        self.peak_rss = self._process.memory_info().rss
+        self.events: list[dict] = []
+        self._over = 0
+        self._warned = False
+
+    def check(self, batch_bytes: int) -> None:
+        """After a batch of `batch_bytes` of text: sample RSS, step back-pressure or stop."""
+        rss = self._process.memory_info().rss
+        self.peak_rss = max(self.peak_rss, rss)
+        if not self.enabled or rss < SOFT_SHARE * self.budget:
+            self._over = 0
+            return
+        if self.in_flight > 1:
+            self.in_flight = 1
+            self._step("batches in flight cut to 1", rss)
+            return
+        cap = self.batch_bytes or batch_bytes
+        if cap > MIN_BATCH_BYTES:
+            self.batch_bytes = max(MIN_BATCH_BYTES, cap // 2)
+            self._step(f"tokenizer batches cut to {self.batch_bytes / (1 << 20):.2f} MB", rss)
+            return
+        _release_heap()
+        rss = self._process.memory_info().rss
+        if rss <= self.budget:
+            self._over = 0
+            return
+        self._over += 1
+        if self._over >= OVER_LIMIT_CHECKS:
+            raise MemoryBudgetError(
+                f"resident memory {rss / 2**20:.0f} MB stayed over --max-memory "
+                f"{self.budget / 2**20:.0f} MB with the smallest batches and one batch in "
+                f"flight; raise --max-memory (max_memory in Python), or lower "
+                f"--max-document-bytes so that huge documents are split, and run the same "
+                f"command again: a pack build continues from its last committed shard"
+            )
+
+    def _step(self, action: str, rss: int) -> None:
+        _release_heap()
+        self.events.append(
+            {"time": round(time.time(), 3), "rss_mb": round(rss / 2**20, 1), "action": action}
+        )
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "resident memory %.0f MB is near --max-memory %.0f MB: applying back-pressure "
+                "(%s; the report lists every step)",
+                rss / 2**20,
+                self.budget / 2**20,
+                action,
+            )
+        else:
+            log.debug("back-pressure at %.0f MB RSS: %s", rss / 2**20, action)
+
+    def report(self) -> dict:
+        return {
+            "peak_rss_mb": round(self.peak_rss / 2**20, 1),
+            "max_memory_mb": round(self.budget / 2**20, 1) if self.enabled else None,
+            "backpressure_events": self.events,
+        }
+
+
+class BatchTuner:
+    """Chooses the text per tokenizer batch: a fixed `batch_bytes`, or with `auto` the candidate
+    of `TUNE_CANDIDATES` (up to `largest`) with the most tokens per second over its trial.
+
+    Throughput is measured at the consumer, between the hand-overs of consecutive batches, so it
+    counts the whole pipeline (reading, encoding on all workers, packing) as the run sees it.
+    """
+
+    def __init__(self, batch_bytes: int | None, largest: int) -> None:
+        self.auto = batch_bytes is None
+        if self.auto:
+            self.candidates = [size for size in TUNE_CANDIDATES if size < largest] + [largest]
+            self.batch_bytes = self.candidates[0]
+        else:
+            self.candidates = [batch_bytes]
+            self.batch_bytes = batch_bytes
+        self.chosen: int | None = None if self.auto else batch_bytes
+        self.trials: dict[int, list[float]] = {}
+        self._seen = 0
+        self._last: float | None = None
+        self._trial: list[tuple[int, float]] = []
+        self.batches = 0
+        self.documents = 0
+
+    def observe(self, documents: int, tokens: int) -> None:
+        """One tokenizer batch of `documents` and `tokens` reached the consumer."""
+        self.batches += 1
+        self.documents += documents
+        now = time.perf_counter()
+        last, self._last = self._last, now
+        if self.chosen is not None or last is None:
+            return
+        self._seen += 1
+        if self._seen <= WARMUP_BATCHES:
+            return
+        self._trial.append((tokens, now - last))
+        if len(self._trial) < TRIAL_BATCHES:
+            return
+        tokens_total = sum(count for count, _ in self._trial)
+        seconds = max(sum(spent for _, spent in self._trial), 1e-9)
+        self.trials[self.batch_bytes] = [round(tokens_total / seconds)]
+        self._trial = []
+        # The batches of the next size already in the queues were cut at the old size.
+        self._seen = 0
+        index = self.candidates.index(self.batch_bytes)
+        if index + 1 < len(self.candidates):
+            self.batch_bytes = self.candidates[index + 1]
+            return
+        self.chosen = max(self.trials, key=lambda size: self.trials[size][0])
+        self.batch_bytes = self.chosen
+        log.info(
+            "batch size auto: %.2f MB of text per tokenizer batch (tokens/s by size: %s)",
+            self.chosen / 2**20,
+            ", ".join(f"{size / 2**20:g} MB {value[0]}" for size, value in self.trials.items()),
+        )
+
+    def report(self, documents: int | None) -> dict:
+        """`documents`: the fixed documents per batch, None for auto."""
+        chosen = self.chosen if self.chosen is not None else self.batch_bytes
+        return {
+            "batch_size": "auto" if documents is None else documents,
+            # None when the run ended before the trials did: it kept the size it was trying.
+            "batch_size_chosen_mb": round(chosen / 2**20, 4) if self.auto else None,
+            "documents_per_batch": round(self.documents / max(self.batches, 1), 1),
+            "batch_size_tokens_per_second": {
+                f"{size / 2**20:g} MB": values[0] for size, values in self.trials.items()
+            },
+        }
