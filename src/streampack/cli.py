@@ -246,6 +246,17 @@ def _pack_options(function):
     return _read_options(function)
 
 
+class _BatchSize(click.ParamType):
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        if str(value).isdigit() and int(value) > 0:
+            return int(value)
+        self.fail(f"must be auto or a number of documents (1 or more), found {value!r}")
+
+
 class _ProgressBar:
     """A tqdm bar on stderr, made at the first update, only when stderr is a terminal."""
 
@@ -322,6 +333,16 @@ def _summary(report: dict) -> str:
         f"{report['tokenizer_load_seconds']:.2f} s",
         f"peak memory    {report['peak_rss_mb']:.0f} MB",
     ]
+    if report.get("batch_size_chosen_mb") is not None:
+        lines.append(
+            f"batch size     auto: {report['batch_size_chosen_mb']:g} MB of text "
+            f"({report['documents_per_batch']:g} documents a batch)"
+        )
+    if report.get("backpressure_events"):
+        lines.append(
+            f"back-pressure  {len(report['backpressure_events'])} steps under --max-memory "
+            f"{report['max_memory_mb']:.0f} MB (see report.json)"
+        )
     return "\n".join(lines)
 
 
@@ -371,6 +392,23 @@ def main() -> None:
     show_default=True,
     help="Count every token id in the store, for `streampack stats`.",
 )
+@click.option(
+    "--batch-size",
+    type=_BatchSize(),
+    default="auto",
+    show_default=True,
+    help="Documents per tokenizer batch, or auto: the text per batch is tuned from the "
+    "throughput of the first batches. The store is the same whatever the size.",
+)
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="MB",
+    help="Memory budget: near it the run applies back-pressure, over it for good it stops "
+    "(a build continues when run again). Default: half the machine's or the cgroup's memory; "
+    "0: no guard.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_run_file
 @_common
@@ -399,6 +437,8 @@ def pack(
     append,
     shard_mb,
     token_stats,
+    batch_size,
+    max_memory,
     as_json,
     quiet,
     verbose,
@@ -449,6 +489,8 @@ def pack(
             append=append,
             shard_bytes=int(shard_mb * (1 << 20)),
             token_stats=token_stats,
+            batch_size=batch_size,
+            max_memory=None if max_memory is None else int(max_memory * (1 << 20)),
             on_progress=bar.update,
         )
     finally:

@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .config import PackConfig, ReadConfig, TokenizeConfig
 from .errors import SourceError
 from .guard import BatchTuner, MemoryGuard
@@ -154,6 +156,18 @@ def split_batch(batch: RecordBatch, size: int, documents: int | None) -> list[Re
     return slices
 
 
+def join_blocks(batches: list[BlockBatch]) -> BlockBatch:
+    """Consecutive block batches as one."""
+    if len(batches) == 1:
+        return batches[0]
+    return BlockBatch(
+        tokens=np.concatenate([batch.tokens for batch in batches]),
+        lengths=np.concatenate([batch.lengths for batch in batches]),
+        first_block=batches[0].first_block,
+        doc_ends=np.concatenate([batch.doc_ends for batch in batches]),
+    )
+
+
 class Pipeline:
     """One run over the sources: `blocks()` yields block batches; `report` fills as it goes.
 
@@ -263,6 +277,7 @@ class Pipeline:
         )
         paths = [file.path for file in self.files]
         file, record = first.file, first.record
+        pending: list[BlockBatch] = []
         try:
             for batch, ids, offsets in encoded:
                 self._at = self._marks.popleft()
@@ -280,9 +295,17 @@ class Pipeline:
                 guard.check(batch.nbytes)
                 blocks = self.packer.add(ids, offsets)
                 if blocks is not None:
+                    pending.append(blocks)
+                # Blocks go out once per read batch, as they did before read batches were cut:
+                # shards end at the same blocks, and journal positions at read batch ends,
+                # whatever the tokenizer batch size.
+                if pending and self._at[3] == 0:
                     if self.first_block_seconds is None:
                         self.first_block_seconds = time.perf_counter() - started
-                    yield blocks
+                    yield join_blocks(pending)
+                    pending = []
+            if pending:
+                yield join_blocks(pending)
             self._at = None
             tail = self.packer.finish()
             if tail is not None:
@@ -314,11 +337,8 @@ class Pipeline:
         offset of the batch instead; today up to one whole file is read again (no encoding).
         """
         index = {file.path: i for i, file in enumerate(self.files)}
-        within = 0
         if start is not None:
             first_file, skip = start["file"], start["batch"]
-            # Documents of that batch already packed, when the run stopped inside it.
-            within = start.get("documents", 0)
             batches = read_batches(self.files[first_file:], self.read, self.report)
         else:
             first_file, skip = first.file, 0
@@ -336,42 +356,42 @@ class Pipeline:
                 if count == skip:
                     self.report.load_state(start["report"])
                     skip = 0
-                    if within:
-                        rest = next(skip_documents([batch], within))
-                        yield from self._cut(rest, index[batch.path], count, within)
                 continue
-            yield from self._cut(batch, index[batch.path], count, 0)
+            yield from self._cut(batch, index[batch.path], count)
         if skip:
             raise SourceError(
                 f"{self.files[first_file].path}: holds fewer documents than when the build "
                 f"started, so the build cannot continue; build it again with --overwrite"
             )
 
-    def _cut(self, batch: RecordBatch, file: int, count: int, within: int) -> Iterator:
-        """The tokenizer batches of read batch `count` of file `file` (`within` documents of it
-        passed over already), each with its mark: where a run that stops after it continues."""
+    def _cut(self, batch: RecordBatch, file: int, count: int) -> Iterator[RecordBatch]:
+        """The tokenizer batches of read batch `count` of file `file`, each with its mark:
+        `(file, count, report mark, documents of the read batch done or 0 when all are)`."""
         mark = self.report.mark()
-        total = within + len(batch)
+        within = 0
+        # Sampled here too: the reader fills the queues before the first batch is packed.
+        self.guard.check(batch.nbytes)
         cap = self.tuner.batch_bytes
-        if self.guard.batch_bytes is not None:
-            cap = min(cap, self.guard.batch_bytes)
+        guarded = self.guard.cap()
+        if guarded is not None:
+            cap = min(cap, guarded)
         for piece in split_batch(batch, cap, self.read.batch_size):
             within += len(piece)
             # 0: the read batch is done, and a run continued here passes over all of it.
-            self._marks.append((file, count, mark, within if within < total else 0))
+            self._marks.append((file, count, mark, within if within < len(batch) else 0))
             yield piece
 
     def position(self) -> dict | None:
         """Where the run stands after the latest batch it packed, for `blocks(start=...)`; None
-        before the first batch and once the tail is being packed. Arrays stay numpy arrays."""
-        if self._at is None:
+        before the first batch, inside a read batch (blocks are yielded at their ends only) and
+        once the tail is being packed. Arrays stay numpy arrays."""
+        if self._at is None or self._at[3]:
             return None
-        file, batch, mark, documents = self._at
+        file, batch, mark, _ = self._at
         progress = self.progress
         return {
             "file": file,
             "batch": batch,
-            "documents": documents,
             "report": self.report.state_at(mark),
             "packer": self.packer.state(),
             "text": {path: list(counts) for path, counts in self.text_counts.items()},

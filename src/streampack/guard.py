@@ -17,6 +17,7 @@ import ctypes
 import gc
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -32,6 +33,10 @@ DEFAULT_SHARE = 0.5
 SOFT_SHARE = 0.8
 OVER_LIMIT_CHECKS = 3
 MIN_BATCH_BYTES = 64 << 10
+# A tokenizer batch is alive in about this many copies at once (the queues, the encoder's window
+# of 2 per worker, its str at up to 4 bytes a character, its ids): the text per batch is kept
+# under the headroom left below the soft limit divided by this, from the first batch on.
+HEADROOM_SHARE = 32
 # Candidate tokenizer batch sizes of `--batch-size auto`, smallest first; each is tried on
 # `TRIAL_BATCHES` batches (after `WARMUP_BATCHES`, which pay for thread start-up and caches).
 TUNE_CANDIDATES = (256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20)
@@ -83,9 +88,23 @@ class MemoryGuard:
         self.events: list[dict] = []
         self._over = 0
         self._warned = False
+        self._lock = threading.Lock()
 
     def check(self, batch_bytes: int) -> None:
-        """After a batch of `batch_bytes` of text: sample RSS, step back-pressure or stop."""
+        """After a batch of `batch_bytes` of text: sample RSS, step back-pressure or stop.
+        Called from the reader thread and the consumer."""
+        with self._lock:
+            self._check(batch_bytes)
+
+    def cap(self) -> int | None:
+        """The most text a tokenizer batch may hold now; None: no cap."""
+        if not self.enabled:
+            return None
+        rss = self._process.memory_info().rss
+        headroom = max(MIN_BATCH_BYTES, int(SOFT_SHARE * self.budget - rss) // HEADROOM_SHARE)
+        return headroom if self.batch_bytes is None else min(headroom, self.batch_bytes)
+
+    def _check(self, batch_bytes: int) -> None:
         rss = self._process.memory_info().rss
         self.peak_rss = max(self.peak_rss, rss)
         if not self.enabled or rss < SOFT_SHARE * self.budget:
