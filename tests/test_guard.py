@@ -171,3 +171,21 @@ def test_cli_stops_over_the_budget_and_the_same_command_continues(tmp_path, corp
     done = subprocess.run(command, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert verify_store(store) == []
+
+
+def test_the_tuner_picks_the_fastest_size(monkeypatch):
+    from streampack import guard
+
+    rate = {256 << 10: 1.0e6, 512 << 10: 2.0e6, 1 << 20: 3.0e6, 2 << 20: 2.5e6, 4 << 20: 2.0e6}
+    clock = [0.0]
+    monkeypatch.setattr(guard.time, "perf_counter", lambda: clock[0])
+    tuner = guard.BatchTuner(None, 4 << 20)
+    for _ in range(200):
+        size = tuner.size(4 << 20)
+        for _ in range((4 << 20) // size):
+            tokens = size // 4
+            clock[0] += tokens / rate[size]
+            tuner.observe(size, 10, tokens)
+    assert tuner.chosen == 1 << 20
+    assert tuner.report(None)["batch_size_chosen_mb"] == 1
+    assert set(tuner.trials) == set(rate)

@@ -291,7 +291,7 @@ class Pipeline:
                     self.on_position(StreamPosition(file, record, self.packer.position))
                     record += len(batch)
                 self.progress.update(len(batch), len(ids) + len(batch) * self._frame, batch.nbytes)
-                tuner.observe(len(batch), len(ids))
+                tuner.observe(self._at[4], len(batch), len(ids))
                 guard.check(batch.nbytes)
                 blocks = self.packer.add(ids, offsets)
                 if blocks is not None:
@@ -366,19 +366,20 @@ class Pipeline:
 
     def _cut(self, batch: RecordBatch, file: int, count: int) -> Iterator[RecordBatch]:
         """The tokenizer batches of read batch `count` of file `file`, each with its mark:
-        `(file, count, report mark, documents of the read batch done or 0 when all are)`."""
+        `(file, count, report mark, documents of the read batch done or 0 when all are, the
+        tuner's size it was cut at)`."""
         mark = self.report.mark()
         within = 0
         # Sampled here too: the reader fills the queues before the first batch is packed.
         self.guard.check(batch.nbytes)
-        cap = self.tuner.batch_bytes
-        guarded = self.guard.cap()
-        if guarded is not None:
-            cap = min(cap, guarded)
-        for piece in split_batch(batch, cap, self.read.batch_size):
+        size = self.tuner.size(batch.nbytes)
+        cap = self.guard.cap()
+        for piece in split_batch(
+            batch, size if cap is None else min(size, cap), self.read.batch_size
+        ):
             within += len(piece)
             # 0: the read batch is done, and a run continued here passes over all of it.
-            self._marks.append((file, count, mark, within if within < len(batch) else 0))
+            self._marks.append((file, count, mark, within if within < len(batch) else 0, size))
             yield piece
 
     def position(self) -> dict | None:
@@ -387,7 +388,7 @@ class Pipeline:
         once the tail is being packed. Arrays stay numpy arrays."""
         if self._at is None or self._at[3]:
             return None
-        file, batch, mark, _ = self._at
+        file, batch, mark = self._at[:3]
         progress = self.progress
         return {
             "file": file,

@@ -37,11 +37,11 @@ MIN_BATCH_BYTES = 64 << 10
 # of 2 per worker, its str at up to 4 bytes a character, its ids): the text per batch is kept
 # under the headroom left below the soft limit divided by this, from the first batch on.
 HEADROOM_SHARE = 32
-# Candidate tokenizer batch sizes of `--batch-size auto`, smallest first; each is tried on
-# `TRIAL_BATCHES` batches (after `WARMUP_BATCHES`, which pay for thread start-up and caches).
+# Candidate tokenizer batch sizes of `--batch-size auto`, smallest first; each is tried on at
+# least `TRIAL_BATCHES` batches and `TRIAL_BYTES` of text: about 22 MB of text for all five.
 TUNE_CANDIDATES = (256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20)
-TRIAL_BATCHES = 3
-WARMUP_BATCHES = 2
+TRIAL_BATCHES = 4
+TRIAL_BYTES = 2 << 20
 
 
 def _cgroup_limit() -> int | None:
@@ -163,67 +163,79 @@ class BatchTuner:
     """Chooses the text per tokenizer batch: a fixed `batch_bytes`, or with `auto` the candidate
     of `TUNE_CANDIDATES` (up to `largest`) with the most tokens per second over its trial.
 
-    Throughput is measured at the consumer, between the hand-overs of consecutive batches, so it
-    counts the whole pipeline (reading, encoding on all workers, packing) as the run sees it.
+    The reader asks `size()` for each read batch it cuts, and the tuner moves to the next
+    candidate once it has cut `TRIAL_BATCHES` batches and `TRIAL_BYTES` of text at this one.
+    Each batch carries the size it was cut at to the consumer, which times the gaps between
+    hand-overs (the whole pipeline, as the run sees it) and `observe`s them against that size:
+    about ten batches are in flight between the two, so the reader is that far ahead.
     """
 
     def __init__(self, batch_bytes: int | None, largest: int) -> None:
         self.auto = batch_bytes is None
         if self.auto:
             self.candidates = [size for size in TUNE_CANDIDATES if size < largest] + [largest]
-            self.batch_bytes = self.candidates[0]
         else:
             self.candidates = [batch_bytes]
-            self.batch_bytes = batch_bytes
         self.chosen: int | None = None if self.auto else batch_bytes
-        self.trials: dict[int, list[float]] = {}
-        self._seen = 0
+        self._current = 0
+        self._cut = [0, 0]
+        self._measured: dict[int, list[tuple[int, float]]] = {}
         self._last: float | None = None
-        self._trial: list[tuple[int, float]] = []
+        self._last_size: int | None = None
         self.batches = 0
         self.documents = 0
 
-    def observe(self, documents: int, tokens: int) -> None:
-        """One tokenizer batch of `documents` and `tokens` reached the consumer."""
+    def size(self, batch_bytes: int) -> int:
+        """The text per tokenizer batch to cut the next read batch (of `batch_bytes`) at."""
+        if self.chosen is not None:
+            return self.chosen
+        size = self.candidates[self._current]
+        self._cut[0] += max(1, -(-batch_bytes // size))
+        self._cut[1] += batch_bytes
+        if self._cut[0] >= TRIAL_BATCHES and self._cut[1] >= TRIAL_BYTES:
+            self._current = min(self._current + 1, len(self.candidates) - 1)
+            self._cut = [0, 0]
+        return size
+
+    def observe(self, size: int, documents: int, tokens: int) -> None:
+        """A tokenizer batch cut at `size`, of `documents` and `tokens`, reached the consumer."""
         self.batches += 1
         self.documents += documents
         now = time.perf_counter()
         last, self._last = self._last, now
-        if self.chosen is not None or last is None:
+        changed, self._last_size = self._last_size != size, size
+        if self.chosen is not None or last is None or changed:
+            # The gap before a batch of a new size is still the old size's work.
             return
-        self._seen += 1
-        if self._seen <= WARMUP_BATCHES:
+        self._measured.setdefault(size, []).append((tokens, now - last))
+        if any(len(self._measured.get(c, ())) < TRIAL_BATCHES - 1 for c in self.candidates):
             return
-        self._trial.append((tokens, now - last))
-        if len(self._trial) < TRIAL_BATCHES:
-            return
-        tokens_total = sum(count for count, _ in self._trial)
-        seconds = max(sum(spent for _, spent in self._trial), 1e-9)
-        self.trials[self.batch_bytes] = [round(tokens_total / seconds)]
-        self._trial = []
-        # The batches of the next size already in the queues were cut at the old size.
-        self._seen = 0
-        index = self.candidates.index(self.batch_bytes)
-        if index + 1 < len(self.candidates):
-            self.batch_bytes = self.candidates[index + 1]
-            return
-        self.chosen = max(self.trials, key=lambda size: self.trials[size][0])
-        self.batch_bytes = self.chosen
+        rates = self.trials
+        self.chosen = max(rates, key=rates.__getitem__)
         log.info(
             "batch size auto: %.2f MB of text per tokenizer batch (tokens/s by size: %s)",
             self.chosen / 2**20,
-            ", ".join(f"{size / 2**20:g} MB {value[0]}" for size, value in self.trials.items()),
+            ", ".join(f"{size / 2**20:g} MB {rate}" for size, rate in rates.items()),
         )
+
+    @property
+    def trials(self) -> dict[int, int]:
+        """Tokens per second measured at each size tried."""
+        return {
+            size: round(sum(t for t, _ in runs) / max(sum(s for _, s in runs), 1e-9))
+            for size, runs in self._measured.items()
+        }
 
     def report(self, documents: int | None) -> dict:
         """`documents`: the fixed documents per batch, None for auto."""
-        chosen = self.chosen if self.chosen is not None else self.batch_bytes
         return {
             "batch_size": "auto" if documents is None else documents,
-            # None when the run ended before the trials did: it kept the size it was trying.
-            "batch_size_chosen_mb": round(chosen / 2**20, 4) if self.auto else None,
+            # None when the run ended before the trials did.
+            "batch_size_chosen_mb": (
+                round(self.chosen / 2**20, 4) if self.auto and self.chosen is not None else None
+            ),
             "documents_per_batch": round(self.documents / max(self.batches, 1), 1),
             "batch_size_tokens_per_second": {
-                f"{size / 2**20:g} MB": values[0] for size, values in self.trials.items()
+                f"{size / 2**20:g} MB": rate for size, rate in self.trials.items()
             },
         }
