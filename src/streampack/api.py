@@ -38,8 +38,18 @@ def _pipeline(sources, tokenizer, settings: dict) -> Pipeline:
         workers=settings["workers"],
         eos_token=settings["eos_token"],
     )
+    follow = None
+    if settings.get("follow"):
+        follow = {name: settings[name] for name in ("settle", "poll")}
+        follow["state"] = settings["follow_state"]
     return Pipeline(
-        sources, read, pack, tokenize, tokenizer=loaded, max_memory=settings["max_memory"]
+        sources,
+        read,
+        pack,
+        tokenize,
+        tokenizer=loaded,
+        max_memory=settings["max_memory"],
+        follow=follow,
     )
 
 
@@ -73,8 +83,14 @@ class BlockStream:
                 used.tokenize,
                 tokenizer=used.tokenizer,
                 max_memory=used.max_memory,
+                follow=used.follow_settings,
             )
         return self.pipeline
+
+    def stop(self) -> None:
+        """End a `follow=True` stream (from any thread): what was read is packed and yielded,
+        then the iteration ends."""
+        self.pipeline.stop()
 
     def batches(self) -> Iterator[dict]:
         pipeline = self._fresh()
@@ -110,6 +126,10 @@ def stream(
     encoding_errors: str = "replace",
     max_document_bytes: int | None = None,
     oversize: str = "split",
+    follow: bool = False,
+    settle: float = 2.0,
+    poll: float = 0.5,
+    follow_state=None,
 ) -> BlockStream:
     """Stream packed blocks from `sources` (files, folders, globs) without writing anything.
 
@@ -121,6 +141,11 @@ def stream(
     `batch_size` is documents per tokenizer batch, or `auto`; `max_memory` the memory guard's
     budget in bytes (None: half the machine's or the cgroup's memory; 0: no guard): over it
     for good, a `MemoryBudgetError` stops the run.
+
+    `follow=True` keeps watching the source folders: a file is read once it is complete (a
+    name not `*.tmp`, `*.partial`, `*.part` or hidden, and size and time unchanged for `settle`
+    seconds, polled every `poll`), each once, in the order they appear; `follow_state`, a JSON
+    file, keeps the consumed files across restarts. `stop()` (or Ctrl-C) ends the stream.
     """
     settings = dict(locals())
     return BlockStream(_pipeline(settings.pop("sources"), settings.pop("tokenizer"), settings))

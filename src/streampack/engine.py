@@ -25,6 +25,7 @@ from .pack import BlockBatch, Packer
 from .records import RecordBatch
 from .report import Report
 from .sources import discover, read_batches
+from .sources.follow import FollowState, Watcher
 from .tokenize import LoadedTokenizer, load_tokenizer, make_encoder
 
 log = logging.getLogger(__name__)
@@ -179,6 +180,10 @@ class Pipeline:
     batches of the size `read.batch_size` fixes (documents) or the tuner chooses (None, auto);
     the blocks are the same whatever the cut. `max_memory` is the memory guard's budget in
     bytes (None: its default, 0: no guard).
+
+    `follow` (a dict of `settle`, `poll` and `state`, a state file path or None) watches the
+    sources instead of listing them once: files are read as they become complete, and the run
+    goes on until `stop()` (see `sources/follow.py`).
     """
 
     def __init__(
@@ -189,8 +194,10 @@ class Pipeline:
         tokenize: TokenizeConfig | None = None,
         tokenizer: LoadedTokenizer | None = None,
         max_memory: int | None = None,
+        follow: dict | None = None,
     ) -> None:
         self.read = read or ReadConfig()
+        self.follow_settings = follow
         self.max_memory = max_memory
         self.guard = MemoryGuard(max_memory, READ_AHEAD)
         self.tuner = BatchTuner(
@@ -210,7 +217,18 @@ class Pipeline:
             )
         ]
         started = time.perf_counter()
-        self.files = discover(self.sources, self.report, self.read.format)
+        self.watcher: Watcher | None = None
+        if follow is not None:
+            self.watcher = Watcher(
+                self.sources,
+                FollowState(follow.get("state")),
+                settle=follow.get("settle", 2.0),
+                poll=follow.get("poll", 0.5),
+                format=self.read.format,
+            )
+            self.files = []
+        else:
+            self.files = discover(self.sources, self.report, self.read.format)
         self.progress.total_bytes = sum(file.size for file in self.files)
         self.tokenizer = tokenizer or load_tokenizer(
             self.tokenize.tokenizer, self.tokenize.eos_token
@@ -281,6 +299,10 @@ class Pipeline:
         try:
             for batch, ids, offsets in encoded:
                 self._at = self._marks.popleft()
+                if self._at[2] is None:
+                    # The end of a followed file: all its documents are packed now.
+                    self.watcher.consumed(batch.path)
+                    continue
                 counts = self.text_counts.setdefault(batch.path, [0, 0, 0])
                 counts[0] += len(batch)
                 counts[1] += sum(map(len, batch.texts))
@@ -313,6 +335,9 @@ class Pipeline:
                     self.first_block_seconds = time.perf_counter() - started
                 yield tail
         finally:
+            if self.watcher is not None:
+                # First: the reader may be waiting for files, and the stages close in turn.
+                self.watcher.stop()
             encoded.close()
             reader.close()
             self.encoder.close()
@@ -336,6 +361,9 @@ class Pipeline:
         TODO(issue 6): an uncompressed text or JSON-lines file could be entered at the byte
         offset of the batch instead; today up to one whole file is read again (no encoding).
         """
+        if self.watcher is not None:
+            yield from self._follow()
+            return
         index = {file.path: i for i, file in enumerate(self.files)}
         if start is not None:
             first_file, skip = start["file"], start["batch"]
@@ -363,6 +391,26 @@ class Pipeline:
                 f"{self.files[first_file].path}: holds fewer documents than when the build "
                 f"started, so the build cannot continue; build it again with --overwrite"
             )
+
+    def stop(self) -> None:
+        """End a followed run: the files read so far are packed, then the tail (as `remainder`
+        says), and the iteration ends. Safe to call from another thread."""
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    def _follow(self) -> Iterator[RecordBatch]:
+        """The batches of each file as the watcher hands it out, then an empty batch marking
+        the file's end (mark None), on which the consumer records the file as consumed."""
+        for file in self.watcher.files():
+            index = len(self.files)
+            self.files.append(file)
+            self.progress.total_bytes += file.size
+            path, count = file.path, 0
+            for batch in read_batches([file], self.read, self.report):
+                count += 1
+                yield from self._cut(batch, index, count)
+            self._marks.append((index, count, None, 1, 0))
+            yield RecordBatch(path, [], np.empty(0, np.int64), 0)
 
     def _cut(self, batch: RecordBatch, file: int, count: int) -> Iterator[RecordBatch]:
         """The tokenizer batches of read batch `count` of file `file`, each with its mark:
