@@ -241,6 +241,61 @@ def pack(
     return report
 
 
+def pack_follow(
+    sources, output, *, settle: float = 2.0, poll: float = 0.5, stop=None, **settings
+) -> int:
+    """`pack` that keeps watching `sources`: the files complete at each look are packed into
+    `output` as one append (the first as a new build), each file once, in the order they
+    appeared; the consumed files are those the store's metadata lists, so a restart goes on
+    with what is new. An append that was interrupted is finished first. Runs until `stop` (a
+    `threading.Event`) is set or Ctrl-C; returns the number of appends made.
+
+    Each append ends with its own final partial block, which `remainder` drops or pads.
+    """
+    from pathlib import Path
+
+    from .sources.follow import FollowState, Watcher
+    from .store import journal
+    from .store.format import METADATA
+    from .tokenize import load_tokenizer
+
+    output = Path(output)
+    tokenizer = settings.pop("tokenizer", None)
+    if not isinstance(tokenizer, LoadedTokenizer):
+        tokenizer = load_tokenizer(tokenizer, settings.get("eos_token"))
+    if settings.get("overwrite") or settings.get("append"):
+        raise ValueError("pack --follow appends by itself: leave out overwrite and append")
+    appends = 0
+    if (output / journal.JOURNAL).is_file():
+        saved = journal.load(output)["fingerprint"]
+        log.info("finishing the interrupted pack of %d files first", len(saved["sources"]))
+        pack(saved["sources"], output, tokenizer, append=saved["mode"] == "append", **settings)
+        appends += 1
+    state = FollowState()
+    if (output / METADATA).is_file():
+        for entry in json.loads((output / METADATA).read_text(encoding="utf-8"))["files"]:
+            state.files[entry["path"]] = {"size": entry["bytes"], "mtime_ns": None}
+    names = [str(source) for source in ([sources] if isinstance(sources, str) else sources)]
+    watcher = Watcher(names, state, settle=settle, poll=poll, format=settings.get("format"))
+    if stop is not None:
+        import threading
+
+        threading.Thread(target=lambda: (stop.wait(), watcher.stop()), daemon=True).start()
+    while True:
+        files = watcher.wait_ready()
+        if not files:
+            return appends
+        paths = [file.path for file in files]
+        append = (output / METADATA).is_file()
+        try:
+            pack(paths, output, tokenizer, append=append, **settings)
+        except DataError as error:
+            log.warning("%s; these files are passed over", error)
+            continue
+        appends += 1
+        log.info("packed %d new files into %s", len(paths), output)
+
+
 def _check_output(pipeline: Pipeline) -> None:
     """A run that packed nothing is an error, not an empty store; a run with no block, a warning."""
     report = pipeline.report.as_dict()

@@ -409,6 +409,20 @@ def main() -> None:
     "(a build continues when run again). Default: half the machine's or the cgroup's memory; "
     "0: no guard.",
 )
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep watching SOURCE... and append the files that appear, each once, in the order "
+    "they appear (a file counts when its name is not *.tmp, *.partial, *.part or hidden and it "
+    "is unchanged for --settle seconds); Ctrl-C stops, and the same command goes on.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="With --follow: seconds a file must stay unchanged to count as complete.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_run_file
 @_common
@@ -439,6 +453,8 @@ def pack(
     token_stats,
     batch_size,
     max_memory,
+    follow,
+    settle,
     as_json,
     quiet,
     verbose,
@@ -462,12 +478,15 @@ def pack(
     """
     if append and overwrite:
         raise click.UsageError("--append adds to a store and --overwrite replaces it: pick one")
+    if follow and (append or overwrite):
+        raise click.UsageError("--follow appends by itself: leave out --append and --overwrite")
     from .api import pack as pack_store
+    from .api import pack_follow
 
     _setup_logging(verbose, quiet)
-    bar = _ProgressBar(quiet)
+    bar = _ProgressBar(quiet or follow)
     try:
-        report = pack_store(
+        report = (pack_follow if follow else pack_store)(
             sources,
             output,
             tokenizer=tokenizer,
@@ -485,16 +504,20 @@ def pack(
             max_document_bytes=max_document_bytes,
             oversize=oversize,
             **_bad_input(on_error, strict, encoding, encoding_errors),
-            overwrite=overwrite,
-            append=append,
             shard_bytes=int(shard_mb * (1 << 20)),
             token_stats=token_stats,
             batch_size=batch_size,
             max_memory=None if max_memory is None else int(max_memory * (1 << 20)),
-            on_progress=bar.update,
+            **(
+                {"settle": settle}
+                if follow
+                else {"overwrite": overwrite, "append": append, "on_progress": bar.update}
+            ),
         )
     finally:
         bar.close()
+    if follow:
+        return
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif not quiet:

@@ -129,7 +129,11 @@ class Watcher:
                 continue
             done = self.state.files.get(path)
             if done is not None:
-                changed = (done["size"], done["mtime_ns"]) != (info.st_size, info.st_mtime_ns)
+                # A store's metadata keeps sizes only (mtime_ns None).
+                changed = done["size"] != info.st_size or done["mtime_ns"] not in (
+                    None,
+                    info.st_mtime_ns,
+                )
                 if changed and path not in self._warned:
                     self._warned.add(path)
                     log.warning("%s: changed after it was consumed; not read again", path)
@@ -158,6 +162,21 @@ class Watcher:
                     return
             if not ready:
                 self._stop.wait(self.poll)
+
+    def wait_ready(self) -> list[SourceFile]:
+        """The complete files not handed out yet, as soon as there is one; [] after `stop()`."""
+        report = Report("skip")
+        while not self._stop.is_set():
+            ready = []
+            for path in self._ready():
+                self._handed.add(path)
+                found = _inspect(path, self.format, report)
+                if found is not None:
+                    ready.append(found)
+            if ready:
+                return ready
+            self._stop.wait(self.poll)
+        return []
 
     def consumed(self, path: str) -> None:
         """Every document of `path` has been packed: record it in the state."""
