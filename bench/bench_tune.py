@@ -35,7 +35,7 @@ DEFAULT_CORPORA = (
     REPO.parent / "main" / "bench" / "out" / "corpus-200000",
 )
 # Fixed sizes swept, in documents per tokenizer batch: from well under to above what a 4 MB
-# read batch holds (about 10,000 lines of the corpus, or 40 long documents).
+# read batch holds (about 9,000 lines of the corpus, or 45 long documents).
 LINE_SIZES = (64, 256, 1024, 4096, 16384)
 LONG_SIZES = (1, 2, 4, 8, 16, 64)
 TOLERANCE = 0.05

@@ -94,20 +94,34 @@ def test_the_default_budget_is_half_of_the_memory():
     assert 0 < guard.budget <= psutil.virtual_memory().total // 2 + 1
 
 
-# Run in a fresh process so that its peak RSS is this run's alone; the baseline is the RSS once
-# the tokenizer is loaded.
+# Run in a fresh process, so that nothing of another test's is in its memory. The peak is RSS
+# sampled every millisecond during the pack alone (loading a tokenizer whose cache is cold peaks
+# far higher, and the kernel's ru_maxrss would count that); the base is RSS before it.
 _CHILD = """
-import json, resource, sys
+import json, sys, threading
+import psutil
 import streampack
+from streampack.guard import _release_heap
 from streampack.tokenize import load_tokenizer
 tokenizer = load_tokenizer(None)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+_release_heap()
+process = psutil.Process()
+base = peak = process.memory_info().rss
+done = threading.Event()
+def sample():
+    global peak
+    while not done.wait(0.001):
+        peak = max(peak, process.memory_info().rss)
+sampler = threading.Thread(target=sample)
+sampler.start()
 report = streampack.pack(
     [sys.argv[1]], sys.argv[2], tokenizer=tokenizer, max_memory=int(float(sys.argv[3]) * 2**20),
     batch_bytes=16 << 20, batch_size=100000, token_stats=False,
 )
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-print(json.dumps({"base": base, "peak": peak, "events": report["backpressure_events"]}))
+done.set()
+sampler.join()
+events = report["backpressure_events"]
+print(json.dumps({"base": base / 2**20, "peak": peak / 2**20, "events": events}))
 """
 
 
@@ -151,7 +165,7 @@ def test_the_guard_holds_a_budget_an_unguarded_run_exceeds(tmp_path):
     free = _run(corpus, tmp_path / "free", 0)
     assert free["peak"] - free["base"] > 150, free
     # Well above what the tokenizer and one read batch need, well below the unguarded peak.
-    budget = free["base"] + 0.6 * (free["peak"] - free["base"])
+    budget = free["base"] + 0.7 * (free["peak"] - free["base"])
     guarded = _run(corpus, tmp_path / "guarded", budget)
     assert guarded["peak"] <= budget < free["peak"], (budget, free, guarded)
     for name in ("shard-00000.tokens", "metadata.json"):
