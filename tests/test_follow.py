@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import streampack
 from streampack.store import verify_store
@@ -163,3 +164,43 @@ def test_pack_follow_appends_arrivals_and_stops_cleanly_on_ctrl_c(tmp_path, qwen
     ids = [reader[i]["input_ids"][: int(reader.lengths[i])] for i in range(len(reader))]
     assert _documents(ids, qwen) == expected
     assert verify_store(store) == []
+
+
+def test_pack_follow_finishes_an_interrupted_build_first(tmp_path, qwen, monkeypatch):
+    from test_build import Stop, stop_after_journal_writes
+
+    from streampack.api import pack_follow
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    (folder / "a.txt").write_text("".join(f"line number {i} of the file\n" for i in range(400)))
+    settings = dict(
+        block_size=32, batch_bytes=2048, shard_bytes=2000, remainder="pad", token_stats=False
+    )
+    store = tmp_path / "store"
+    with monkeypatch.context() as patch:
+        stop_after_journal_writes(patch, 3)
+        # Should the stop never come, the watch ends after 20 s instead of hanging the test.
+        deadline = threading.Event()
+        threading.Timer(20, deadline.set).start()
+        with pytest.raises(Stop):
+            pack_follow(
+                folder, store, tokenizer=qwen, settle=0, poll=0.02, stop=deadline, **settings
+            )
+        deadline.set()
+    assert (store / "build.json").is_file() and not (store / "metadata.json").exists()
+    stop = threading.Event()
+    stop.set()
+    appends = pack_follow(folder, store, tokenizer=qwen, settle=0, poll=0.02, stop=stop, **settings)
+    assert appends == 1
+    assert verify_store(store) == []
+    assert [entry["path"] for entry in streampack.TokenStore(store).metadata["files"]] == [
+        str(folder / "a.txt")
+    ]
+    reference = tmp_path / "reference"
+    streampack.pack([folder / "a.txt"], reference, qwen, **settings)
+    whole, found = streampack.TokenStore(reference), streampack.TokenStore(store)
+    assert len(whole) == len(found)
+    assert all(
+        np.array_equal(whole.block_tokens(i), found.block_tokens(i)) for i in range(len(whole))
+    )

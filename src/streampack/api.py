@@ -3,6 +3,7 @@
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
@@ -275,7 +276,7 @@ def pack_follow(
     if (output / METADATA).is_file():
         for entry in json.loads((output / METADATA).read_text(encoding="utf-8"))["files"]:
             state.files[entry["path"]] = {"size": entry["bytes"], "mtime_ns": None}
-    names = [str(source) for source in ([sources] if isinstance(sources, str) else sources)]
+    names = [str(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
     watcher = Watcher(names, state, settle=settle, poll=poll, format=settings.get("format"))
     if stop is not None:
         import threading
