@@ -182,12 +182,13 @@ def test_pack_follow_finishes_an_interrupted_build_first(tmp_path, qwen, monkeyp
         stop_after_journal_writes(patch, 3)
         # Should the stop never come, the watch ends after 20 s instead of hanging the test.
         deadline = threading.Event()
-        threading.Timer(20, deadline.set).start()
+        timer = threading.Timer(20, deadline.set)
+        timer.start()
         with pytest.raises(Stop):
             pack_follow(
                 folder, store, tokenizer=qwen, settle=0, poll=0.02, stop=deadline, **settings
             )
-        deadline.set()
+        timer.cancel()
     assert (store / "build.json").is_file() and not (store / "metadata.json").exists()
     stop = threading.Event()
     stop.set()
