@@ -31,6 +31,12 @@ RUN_KEYS = {
     "tokenizer_load_seconds",
     "backend_setup_seconds",
     "first_block_seconds",
+    # The batch size tuner's measurements and choice, and the memory guard's steps.
+    "batch_size",
+    "batch_size_chosen_mb",
+    "batch_size_tokens_per_second",
+    "documents_per_batch",
+    "backpressure_events",
     "resumed",
     "timeline",
 }

@@ -16,6 +16,7 @@ from .config import PackConfig, ReadConfig, TokenizeConfig
 from .errors import (
     ConfigError,
     DataError,
+    MemoryBudgetError,
     SourceError,
     StoreError,
     StreampackError,
@@ -32,6 +33,7 @@ __all__ = [
     "BlockStream",
     "ConfigError",
     "DataError",
+    "MemoryBudgetError",
     "PackConfig",
     "ReadConfig",
     "SFTStore",

@@ -3,6 +3,7 @@
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
@@ -25,6 +26,8 @@ __all__ = ["BlockStream", "SFTStream", "pack", "stream", "stream_sft"]
 
 def _pipeline(sources, tokenizer, settings: dict) -> Pipeline:
     """A pipeline from the keyword settings of `stream` and `pack`, each sent to its config."""
+    if settings.get("batch_size") == "auto":
+        settings = {**settings, "batch_size": None}
     read = ReadConfig(
         **{name: settings[name] for name in ReadConfig.__dataclass_fields__ if name in settings}
     )
@@ -36,7 +39,19 @@ def _pipeline(sources, tokenizer, settings: dict) -> Pipeline:
         workers=settings["workers"],
         eos_token=settings["eos_token"],
     )
-    return Pipeline(sources, read, pack, tokenize, tokenizer=loaded)
+    follow = None
+    if settings.get("follow"):
+        follow = {name: settings[name] for name in ("settle", "poll")}
+        follow["state"] = settings["follow_state"]
+    return Pipeline(
+        sources,
+        read,
+        pack,
+        tokenize,
+        tokenizer=loaded,
+        max_memory=settings["max_memory"],
+        follow=follow,
+    )
 
 
 class BlockStream:
@@ -63,9 +78,20 @@ class BlockStream:
         used = self.pipeline
         if used.started:
             self.pipeline = Pipeline(
-                used.sources, used.read, used.pack, used.tokenize, tokenizer=used.tokenizer
+                used.sources,
+                used.read,
+                used.pack,
+                used.tokenize,
+                tokenizer=used.tokenizer,
+                max_memory=used.max_memory,
+                follow=used.follow_settings,
             )
         return self.pipeline
+
+    def stop(self) -> None:
+        """End a `follow=True` stream (from any thread): what was read is packed and yielded,
+        then the iteration ends."""
+        self.pipeline.stop()
 
     def batches(self) -> Iterator[dict]:
         pipeline = self._fresh()
@@ -94,11 +120,17 @@ def stream(
     text_field: str | None = None,
     format: str | None = None,
     batch_bytes: int = 4 << 20,
+    batch_size: int | str = "auto",
+    max_memory: int | None = None,
     on_error: str = "skip",
     encoding: str = "utf-8",
     encoding_errors: str = "replace",
     max_document_bytes: int | None = None,
     oversize: str = "split",
+    follow: bool = False,
+    settle: float = 2.0,
+    poll: float = 0.5,
+    follow_state=None,
 ) -> BlockStream:
     """Stream packed blocks from `sources` (files, folders, globs) without writing anything.
 
@@ -107,6 +139,14 @@ def stream(
 
     Bad records are counted in `report` (`on_error="skip"`) or stop the run with a `DataError`
     naming the file and line (`on_error="raise"`); see `ReadConfig` for the other settings.
+    `batch_size` is documents per tokenizer batch, or `auto`; `max_memory` the memory guard's
+    budget in bytes (None: half the machine's or the cgroup's memory; 0: no guard): over it
+    for good, a `MemoryBudgetError` stops the run.
+
+    `follow=True` keeps watching the source folders: a file is read once it is complete (a
+    name not `*.tmp`, `*.partial`, `*.part` or hidden, and size and time unchanged for `settle`
+    seconds, polled every `poll`), each once, in the order they appear; `follow_state`, a JSON
+    file, keeps the consumed files across restarts. `stop()` (or Ctrl-C) ends the stream.
     """
     settings = dict(locals())
     return BlockStream(_pipeline(settings.pop("sources"), settings.pop("tokenizer"), settings))
@@ -128,6 +168,8 @@ def pack(
     text_field: str | None = None,
     format: str | None = None,
     batch_bytes: int = 4 << 20,
+    batch_size: int | str = "auto",
+    max_memory: int | None = None,
     on_error: str = "skip",
     encoding: str = "utf-8",
     encoding_errors: str = "replace",
@@ -235,6 +277,61 @@ class Timeline:
         if len(self.points) >= self.limit:
             self.points = self.points[1::2]
             self.every *= 2
+
+
+def pack_follow(
+    sources, output, *, settle: float = 2.0, poll: float = 0.5, stop=None, **settings
+) -> int:
+    """`pack` that keeps watching `sources`: the files complete at each look are packed into
+    `output` as one append (the first as a new build), each file once, in the order they
+    appeared; the consumed files are those the store's metadata lists, so a restart goes on
+    with what is new. An append that was interrupted is finished first. Runs until `stop` (a
+    `threading.Event`) is set or Ctrl-C; returns the number of appends made.
+
+    Each append ends with its own final partial block, which `remainder` drops or pads.
+    """
+    from pathlib import Path
+
+    from .sources.follow import FollowState, Watcher
+    from .store import journal
+    from .store.format import METADATA
+    from .tokenize import load_tokenizer
+
+    output = Path(output)
+    tokenizer = settings.pop("tokenizer", None)
+    if not isinstance(tokenizer, LoadedTokenizer):
+        tokenizer = load_tokenizer(tokenizer, settings.get("eos_token"))
+    if settings.get("overwrite") or settings.get("append"):
+        raise ValueError("pack --follow appends by itself: leave out overwrite and append")
+    appends = 0
+    if (output / journal.JOURNAL).is_file():
+        saved = journal.load(output)["fingerprint"]
+        log.info("finishing the interrupted pack of %d files first", len(saved["sources"]))
+        pack(saved["sources"], output, tokenizer, append=saved["mode"] == "append", **settings)
+        appends += 1
+    state = FollowState()
+    if (output / METADATA).is_file():
+        for entry in json.loads((output / METADATA).read_text(encoding="utf-8"))["files"]:
+            state.files[entry["path"]] = {"size": entry["bytes"], "mtime_ns": None}
+    names = [str(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
+    watcher = Watcher(names, state, settle=settle, poll=poll, format=settings.get("format"))
+    if stop is not None:
+        import threading
+
+        threading.Thread(target=lambda: (stop.wait(), watcher.stop()), daemon=True).start()
+    while True:
+        files = watcher.wait_ready()
+        if not files:
+            return appends
+        paths = [file.path for file in files]
+        append = (output / METADATA).is_file()
+        try:
+            pack(paths, output, tokenizer, append=append, **settings)
+        except DataError as error:
+            log.warning("%s; these files are passed over", error)
+            continue
+        appends += 1
+        log.info("packed %d new files into %s", len(paths), output)
 
 
 def _check_output(pipeline: Pipeline) -> None:

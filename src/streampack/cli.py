@@ -315,6 +315,17 @@ def _scale_settings(scale: dict) -> dict:
     return scale
 
 
+class _BatchSize(click.ParamType):
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        if str(value).isdigit() and int(value) > 0:
+            return int(value)
+        self.fail(f"must be auto or a number of documents (1 or more), found {value!r}")
+
+
 class _ProgressBar:
     """A tqdm bar on stderr, made at the first update, only when stderr is a terminal."""
 
@@ -391,6 +402,16 @@ def _summary(report: dict) -> str:
         f"{report['tokenizer_load_seconds']:.2f} s",
         f"peak memory    {report['peak_rss_mb']:.0f} MB",
     ]
+    if report.get("batch_size_chosen_mb") is not None:
+        lines.append(
+            f"batch size     auto: {report['batch_size_chosen_mb']:g} MB of text "
+            f"({report['documents_per_batch']:g} documents a batch)"
+        )
+    if report.get("backpressure_events"):
+        lines.append(
+            f"back-pressure  {len(report['backpressure_events'])} steps under --max-memory "
+            f"{report['max_memory_mb']:.0f} MB (see report.json)"
+        )
     return "\n".join(lines)
 
 
@@ -440,6 +461,37 @@ def main() -> None:
     show_default=True,
     help="Count every token id in the store, for `streampack stats`.",
 )
+@click.option(
+    "--batch-size",
+    type=_BatchSize(),
+    default="auto",
+    show_default=True,
+    help="Documents per tokenizer batch, or auto: the text per batch is tuned from the "
+    "throughput of the first batches. The store is the same whatever the size.",
+)
+@click.option(
+    "--max-memory",
+    type=click.FloatRange(0),
+    default=None,
+    metavar="MB",
+    help="Memory budget: near it the run applies back-pressure, over it for good it stops "
+    "(a build continues when run again). Default: half the machine's or the cgroup's memory; "
+    "0: no guard.",
+)
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Keep watching SOURCE... and append the files that appear, each once, in the order "
+    "they appear (a file counts when its name is not *.tmp, *.partial, *.part or hidden and it "
+    "is unchanged for --settle seconds); Ctrl-C stops, and the same command goes on.",
+)
+@click.option(
+    "--settle",
+    type=click.FloatRange(0),
+    default=2.0,
+    show_default=True,
+    help="With --follow: seconds a file must stay unchanged to count as complete.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @click.option(
     "--like",
@@ -477,6 +529,10 @@ def pack(
     append,
     shard_mb,
     token_stats,
+    batch_size,
+    max_memory,
+    follow,
+    settle,
     as_json,
     quiet,
     verbose,
@@ -504,13 +560,16 @@ def pack(
     """
     if append and overwrite:
         raise click.UsageError("--append adds to a store and --overwrite replaces it: pick one")
+    if follow and (append or overwrite):
+        raise click.UsageError("--follow appends by itself: leave out --append and --overwrite")
     from .api import pack as pack_store
+    from .api import pack_follow
 
     scale = _scale_settings(scale)
     _setup_logging(verbose, quiet)
-    bar = _ProgressBar(quiet)
+    bar = _ProgressBar(quiet or follow)
     try:
-        report = pack_store(
+        report = (pack_follow if follow else pack_store)(
             sources,
             output,
             tokenizer=tokenizer,
@@ -528,15 +587,21 @@ def pack(
             max_document_bytes=max_document_bytes,
             oversize=oversize,
             **_bad_input(on_error, strict, encoding, encoding_errors),
-            overwrite=overwrite,
-            append=append,
             shard_bytes=int(shard_mb * (1 << 20)),
             token_stats=token_stats,
-            on_progress=bar.update,
+            batch_size=batch_size,
+            max_memory=None if max_memory is None else int(max_memory * (1 << 20)),
             **scale,
+            **(
+                {"settle": settle}
+                if follow
+                else {"overwrite": overwrite, "append": append, "on_progress": bar.update}
+            ),
         )
     finally:
         bar.close()
+    if follow:
+        return
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif not quiet:

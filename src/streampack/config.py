@@ -30,7 +30,9 @@ class ReadConfig:
         text_field: the field holding the text in JSON, parquet and CSV records. None means
             `text`, or else the only string field of the record.
         format: read every file as this format instead of choosing by extension.
-        batch_bytes: about this many bytes of text per batch handed to the tokenizer.
+        batch_bytes: about this many bytes of text per read batch (a build journal counts them).
+        batch_size: documents per batch handed to the tokenizer (a read batch is cut into such
+            slices); None means auto: the text per batch is tuned on the run's first batches.
         on_error: `skip` counts a bad record in the report and goes on; `raise` stops at the first
             one with a `DataError` naming its file and line.
         encoding: the text encoding of every file (`latin-1`, `gb18030`, ...). Line breaks are
@@ -49,6 +51,7 @@ class ReadConfig:
     text_field: str | None = None
     format: str | None = None
     batch_bytes: int = 4 << 20
+    batch_size: int | None = None
     on_error: str = "skip"
     encoding: str = "utf-8"
     encoding_errors: str = "replace"
@@ -62,6 +65,11 @@ class ReadConfig:
             _check_choice("format", self.format, FORMATS)
         if self.batch_bytes < 1024:
             raise ConfigError(f"batch_bytes must be at least 1024, found {self.batch_bytes}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(
+                f"batch_size must be 1 or more documents (or None for auto), found "
+                f"{self.batch_size}"
+            )
         _check_choice("on_error", self.on_error, ON_ERRORS)
         _check_choice("encoding_errors", self.encoding_errors, ENCODING_ERRORS)
         _check_choice("oversize", self.oversize, OVERSIZE)

@@ -21,6 +21,11 @@ class ConfigError(StreampackError):
     """A setting out of range or a combination of settings that cannot work."""
 
 
+class MemoryBudgetError(StreampackError):
+    """Resident memory stayed over `max_memory` with every back-pressure applied; a `pack`
+    build stopped by it continues from its last committed shard when run again."""
+
+
 class DataError(StreampackError):
     """A bad record met with `on_error="raise"`: the message is `path:line: what is wrong
     (what was expected, what was found)`."""

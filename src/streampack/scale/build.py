@@ -70,9 +70,11 @@ class LocalRunner:
 
 
 def _configs(settings: dict) -> tuple[ReadConfig, PackConfig, TokenizeConfig]:
-    read = ReadConfig(
-        **{name: settings[name] for name in ReadConfig.__dataclass_fields__ if name in settings}
-    )
+    chosen = {name: settings[name] for name in ReadConfig.__dataclass_fields__ if name in settings}
+    if chosen.get("batch_size") == "auto":
+        # None is "auto" to the readers, as in `api._pipeline`.
+        chosen["batch_size"] = None
+    read = ReadConfig(**chosen)
     pack = PackConfig(**{name: settings[name] for name in PackConfig.__dataclass_fields__})
     spec = settings["tokenizer"]
     tokenize = TokenizeConfig(

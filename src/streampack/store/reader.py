@@ -1,6 +1,7 @@
 """Reading a store: memory-mapped shards, random access to any block in O(1)."""
 
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -41,22 +42,52 @@ class TokenStore(Sequence):
     Each sample is a dict of int64 numpy arrays of length `block_size`: `input_ids`, `labels`
     (-100 on padding), `attention_mask` and, if the store was packed with position ids reset or
     `position_ids=True` is given, `position_ids`.
+
+    With `follow=True` the store may grow while it is read (`pack --append`, `pack --follow`):
+    `len(store)` is the blocks committed when the metadata was last read (`refresh()`), and
+    iterating yields every block, then waits for more, reading the metadata again every `poll`
+    seconds, until `stop()` is called (from any thread) or Ctrl-C.
     """
 
-    def __init__(self, path, position_ids: bool | None = None) -> None:
+    def __init__(
+        self, path, position_ids: bool | None = None, follow: bool = False, poll: float = 1.0
+    ) -> None:
         self.path = Path(path)
+        self.follow = follow
+        self.poll = poll
+        self._stop = threading.Event()
         self.metadata = read_metadata(self.path)
         self.block_size = int(self.metadata["block_size"])
         self.dtype = np.dtype(self.metadata["dtype"])
-        self.shards = self.metadata["shards"]
-        self._first = np.array([s["first_block"] for s in self.shards], dtype=np.int64)
+        self.shards: list[dict] = []
+        self._first = np.empty(0, np.int64)
+        self.lengths = np.empty(0, np.int32)
         self._maps: dict[int, np.ndarray] = {}
         self._ends: dict[int, np.ndarray] = {}
-        lengths = [np.load(self.path / layout.lengths_file(s["name"])) for s in self.shards]
-        self.lengths = np.concatenate(lengths) if lengths else np.empty(0, np.int32)
+        self._take(self.metadata)
         if position_ids is None:
             position_ids = self.metadata.get("position_ids") == "reset"
         self.with_position_ids = position_ids
+
+    def _take(self, metadata: dict) -> None:
+        """Load the shards of `metadata` not loaded yet; committed shards never change."""
+        new = metadata["shards"][len(self.shards) :]
+        lengths = [np.load(self.path / layout.lengths_file(s["name"])) for s in new]
+        self.lengths = np.concatenate([self.lengths, *lengths]) if lengths else self.lengths
+        self.shards = self.shards + new
+        self._first = np.array([s["first_block"] for s in self.shards], dtype=np.int64)
+        self.metadata = metadata
+
+    def refresh(self) -> int:
+        """Read the metadata again and take the shards committed since; the new length."""
+        metadata = read_metadata(self.path)
+        if metadata["blocks"] != self.metadata["blocks"]:
+            self._take(metadata)
+        return len(self)
+
+    def stop(self) -> None:
+        """End a `follow=True` iteration at its next wait."""
+        self._stop.set()
 
     def __len__(self) -> int:
         return int(self.metadata["blocks"])
@@ -124,8 +155,16 @@ class TokenStore(Sequence):
         }
 
     def __iter__(self) -> Iterator[dict]:
-        for index in range(len(self)):
-            yield self[index]
+        index = 0
+        while True:
+            while index < len(self):
+                yield self[index]
+                index += 1
+            if not self.follow or self._stop.is_set():
+                return
+            while index >= self.refresh():
+                if self._stop.wait(self.poll):
+                    return
 
     def decode(self, index: int, tokenizer) -> str:
         """Block `index` as text, through `tokenizer` (a `LoadedTokenizer`), padding left out."""
