@@ -42,6 +42,8 @@ HEADROOM_SHARE = 32
 TUNE_CANDIDATES = (256 << 10, 512 << 10, 1 << 20, 2 << 20, 4 << 20)
 TRIAL_BATCHES = 4
 TRIAL_BYTES = 2 << 20
+# A candidate this much slower than the best so far ends the trials: smaller ones are slower yet.
+TUNE_STOP = 0.05
 
 
 def _cgroup_limit() -> int | None:
@@ -162,6 +164,8 @@ class MemoryGuard:
 class BatchTuner:
     """Chooses the text per tokenizer batch: a fixed `batch_bytes`, or with `auto` the candidate
     of `TUNE_CANDIDATES` (up to `largest`) with the most tokens per second over its trial.
+    Candidates are tried largest first; one `TUNE_STOP` slower than the best so far ends the
+    trials.
 
     The reader asks `size()` for each read batch it cuts, and the tuner moves to the next
     candidate once it has cut `TRIAL_BATCHES` batches and `TRIAL_BYTES` of text at this one.
@@ -173,7 +177,10 @@ class BatchTuner:
     def __init__(self, batch_bytes: int | None, largest: int) -> None:
         self.auto = batch_bytes is None
         if self.auto:
-            self.candidates = [size for size in TUNE_CANDIDATES if size < largest] + [largest]
+            # Largest first: the read batch's own size is the usual best, and trying the small
+            # sizes (slow, on most text) stops as soon as one is clearly slower.
+            smaller = [size for size in TUNE_CANDIDATES if size < largest]
+            self.candidates = [largest, *reversed(smaller)]
         else:
             self.candidates = [batch_bytes]
         self.chosen: int | None = None if self.auto else batch_bytes
@@ -208,10 +215,15 @@ class BatchTuner:
             # The gap before a batch of a new size is still the old size's work.
             return
         self._measured.setdefault(size, []).append((tokens, now - last))
-        if any(len(self._measured.get(c, ())) < TRIAL_BATCHES - 1 for c in self.candidates):
+        done = [c for c in self.candidates if len(self._measured.get(c, ())) >= TRIAL_BATCHES - 1]
+        if not done:
             return
         rates = self.trials
-        self.chosen = max(rates, key=rates.__getitem__)
+        best = max(rates[c] for c in done)
+        slower = rates[done[-1]] < (1 - TUNE_STOP) * best
+        if len(done) < len(self.candidates) and not slower:
+            return
+        self.chosen = max(done, key=rates.__getitem__)
         log.info(
             "batch size auto: %.2f MB of text per tokenizer batch (tokens/s by size: %s)",
             self.chosen / 2**20,
