@@ -357,6 +357,23 @@ class _ProgressBar:
             self.bar.close()
 
 
+class _CountBar(_ProgressBar):
+    """A tqdm counter (no total) on stderr, only when stderr is a terminal."""
+
+    def __init__(self, quiet: bool, unit: str) -> None:
+        super().__init__(quiet)
+        self.unit = unit
+
+    def update(self, count: int) -> None:
+        if not self.enabled:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(unit=f" {self.unit}", desc="encoding", file=sys.stderr)
+        self.bar.update(count - self.bar.n)
+
+
 def _counted(report: dict, section: str, label: str, width: int) -> list[str]:
     """The lines of one count section of a report (`skipped`, `repaired`): total, then reasons."""
     counts = report.get(section) or {}
@@ -1187,7 +1204,11 @@ def sft(
         on_error=on_error,
         backend=backend,
     )
-    report = write_sft_store(stream, output, overwrite=overwrite)
+    bar = _CountBar(quiet, "pairs" if preference else "samples")
+    try:
+        report = write_sft_store(stream, output, overwrite=overwrite, on_progress=bar.update)
+    finally:
+        bar.close()
     if as_json:
         click.echo(json.dumps(report, indent=2, ensure_ascii=False))
     elif not quiet:

@@ -134,8 +134,9 @@ class SFTStoreWriter(StoreWriter):
         super().abort()
 
 
-def write_sft_store(stream: SFTStream, output, overwrite: bool = False) -> dict:
-    """Write every sample (or pair) of `stream`, in file order, to a store at `output`."""
+def write_sft_store(stream: SFTStream, output, overwrite: bool = False, on_progress=None) -> dict:
+    """Write every sample (or pair) of `stream`, in file order, to a store at `output`;
+    `on_progress(count)` is called every 1,024 samples (or pairs) and at the end."""
     tokenizer = stream.tokenizer
     preference = stream.config.preference
     writer = SFTStoreWriter(
@@ -146,12 +147,15 @@ def write_sft_store(stream: SFTStream, output, overwrite: bool = False) -> dict:
         overwrite,
     )
     try:
-        if preference:
-            for pair in stream.pairs():
-                writer.add_pair(pair)
-        else:
-            for sample in stream.samples():
-                writer.add_sample(sample)
+        items = stream.pairs() if preference else stream.samples()
+        add = writer.add_pair if preference else writer.add_sample
+        count = 0
+        for count, item in enumerate(items, 1):
+            add(item)
+            if on_progress is not None and count % 1024 == 0:
+                on_progress(count)
+        if on_progress is not None:
+            on_progress(count)
     except BaseException:
         writer.abort()
         raise
