@@ -576,10 +576,13 @@ class SFTStreamDataset(_Shared, IterableDataset):
         for index, sample in enumerate(self.stream.samples()):
             if index < first:
                 continue
+            input_ids = torch.from_numpy(sample.input_ids)
+            # An unpadded sample attends everywhere; the stream's masks are shared read-only
+            # views, which torch would not take as they are.
             yield {
-                "input_ids": torch.from_numpy(sample.input_ids),
+                "input_ids": input_ids,
                 "labels": torch.from_numpy(sample.labels),
-                "attention_mask": torch.from_numpy(sample.attention_mask),
+                "attention_mask": torch.ones_like(input_ids),
             }
 
     def __iter__(self) -> Iterator[dict]:
