@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import StoreError
 from ..store import format as layout
-from ..store.writer import PARTIAL, write_atomic
+from ..store.atomic import PARTIAL, save_npy_atomic, write_atomic
 from .split import Unit, lines_before
 from .unit import ATTEMPTS
 
@@ -181,15 +181,6 @@ def _link(source: Path, target: Path, copied: list) -> None:
         shutil.copyfile(source, target)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    partial = path.with_name(path.name + PARTIAL)
-    with open(partial, "wb") as handle:
-        np.save(handle, array)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(partial, path)
-
-
 def place_shards(folder: Path, outputs: list[UnitOutput], block_size: int) -> tuple[list, int, int]:
     """The units' shards in `folder`, in unit order, with document ends counted from the start
     of the store; returns the shard entries of the metadata, the blocks they hold and how many
@@ -214,7 +205,9 @@ def place_shards(folder: Path, outputs: list[UnitOutput], block_size: int) -> tu
                 )
             ends = np.load(output.folder / layout.doc_ends_file(name))
             if shift or output.folder != folder:
-                _save_npy(folder / layout.doc_ends_file(name), (ends + shift).astype(np.int64))
+                save_npy_atomic(
+                    folder / layout.doc_ends_file(name), (ends + shift).astype(np.int64)
+                )
             entries.append(
                 {
                     "name": name,
@@ -264,8 +257,8 @@ def write_tail(
     if kept < count * block_size:
         lengths[-1] = tail
     data = tokens.tobytes()
-    _save_npy(folder / layout.lengths_file(TAIL_SHARD), lengths)
-    _save_npy(folder / layout.doc_ends_file(TAIL_SHARD), ends + first_block * block_size)
+    save_npy_atomic(folder / layout.lengths_file(TAIL_SHARD), lengths)
+    save_npy_atomic(folder / layout.doc_ends_file(TAIL_SHARD), ends + first_block * block_size)
     write_atomic(folder / layout.tokens_file(TAIL_SHARD), data)
     entry = {
         "name": TAIL_SHARD,

@@ -59,15 +59,20 @@ def length_grouped_batches(
             f"and {buffer_batches}"
         )
     rng = np.random.default_rng(seed)
-    capacity = batch_size * buffer_batches
+    for buffer in _buffers(samples, batch_size * buffer_batches):
+        yield from _shuffled_batches(buffer, batch_size, rng)
+
+
+def _buffers(samples: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
+    """`samples` in lists of `size` (the last may be shorter)."""
     buffer: list[Sample] = []
     for sample in samples:
         buffer.append(sample)
-        if len(buffer) == capacity:
-            yield from _shuffled_batches(buffer, batch_size, rng)
+        if len(buffer) == size:
+            yield buffer
             buffer = []
     if buffer:
-        yield from _shuffled_batches(buffer, batch_size, rng)
+        yield buffer
 
 
 def _shuffled_batches(buffer: list[Sample], batch_size: int, rng) -> Iterator[list[Sample]]:
@@ -106,18 +111,13 @@ def pack_samples(
             f"block_size and buffer_size must be at least 1, found {block_size} and {buffer_size}"
         )
     rng = np.random.default_rng(seed)
-    buffer: list[Sample] = []
-    for sample in samples:
-        if len(sample) > block_size:
+    for buffer in _buffers(samples, buffer_size):
+        longest = max(map(len, buffer))
+        if longest > block_size:
             raise ConfigError(
-                f"a sample of {len(sample)} tokens does not fit a block of {block_size}: pack "
+                f"a sample of {longest} tokens does not fit a block of {block_size}: pack "
                 f"with max_length at most the block size"
             )
-        buffer.append(sample)
-        if len(buffer) == buffer_size:
-            yield from _best_fit(buffer, block_size, rng)
-            buffer = []
-    if buffer:
         yield from _best_fit(buffer, block_size, rng)
 
 

@@ -31,8 +31,9 @@ import numpy as np
 from ..errors import StoreError
 from ..pack import IGNORE_INDEX
 from ..store import choose_dtype
+from ..store.atomic import PARTIAL, save_npy_atomic
 from ..store.format import METADATA
-from ..store.writer import PARTIAL, StoreWriter, _save_npy_atomic
+from ..store.writer import StoreWriter
 from .collate import pack_samples, packed_batch
 from .encode import Sample
 from .stream import SFTStream
@@ -79,7 +80,7 @@ class _TokenFile:
         os.replace(self.folder / f"{final}{PARTIAL}", self.folder / final)
 
     def commit(self) -> dict:
-        _save_npy_atomic(
+        save_npy_atomic(
             self.folder / f"{self.name}.offsets.npy", np.asarray(self.offsets, dtype=np.int64)
         )
         info = {

@@ -25,8 +25,6 @@ from .reader import read_metadata
 
 log = logging.getLogger(__name__)
 
-# Kept under their old names for the SFT store, which writes its own files the same way.
-_save_npy_atomic = save_npy_atomic
 __all__ = ["PARTIAL", "StoreWriter", "write_atomic"]
 
 
