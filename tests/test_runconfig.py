@@ -57,7 +57,8 @@ def test_a_yaml_recipe_and_sources_given_as_one_string(tmp_path):
     [
         ("[pack]\nblock-sise = 3\n", "'block-sise' is not a setting of `streampack pack`"),
         ("[pack\n", "not valid TOML"),
-        ("[pack]\nblock-size = 0\n", "block-size"),
+        ("[pack]\nblock-size = 0\n", "bad.toml: block-size"),
+        ('[pack]\nblock-size = "big"\n', "bad.toml: block-size"),
     ],
 )
 def test_a_bad_recipe_is_a_usage_error_naming_the_file(tmp_path, text, message):

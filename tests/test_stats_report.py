@@ -73,6 +73,23 @@ def test_cli_stats_of_an_sft_store(tmp_path, qwen):
     assert result.returncode == 0, result.stderr
     assert "samples        1 of 2 records" in result.stdout
     assert "invalid_json" in result.stdout
+    pytest.importorskip("matplotlib")
+    result = run("stats", tmp_path / "sft", "--plot", tmp_path / "sft.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "sft.png").read_bytes()[:4] == b"\x89PNG"
+    result = run("report", tmp_path / "sft", "-o", tmp_path / "sft.html")
+    assert result.returncode == 0, result.stderr
+    assert "sample 0" in (tmp_path / "sft.html").read_text()
+
+
+def test_one_line_errors_for_an_empty_source_and_a_missing_folder(corpus, tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n")
+    result = run("stats", empty)
+    assert result.returncode == 1 and "no documents" in result.stderr
+    result = run("report", corpus / "store", "-o", tmp_path / "no" / "such" / "page.html")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_html_report_is_self_contained(corpus):

@@ -48,6 +48,11 @@ class _Command(click.Command):
         except StreampackError as error:
             click.echo(f"streampack: error: {error}", err=True)
             ctx.exit(1)
+        except OSError as error:
+            # A path the system refused (a missing folder, no permission, a full disk).
+            where = f"{error.filename}: " if error.filename else ""
+            click.echo(f"streampack: error: {where}{error.strerror or error}", err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("streampack: interrupted", err=True)
             ctx.exit(130)
@@ -83,6 +88,14 @@ def _use_run_file(ctx: click.Context, param: click.Parameter, value) -> None:
         raise click.BadParameter(str(error), ctx=ctx, param=param) from None
     if "sources" in settings and isinstance(settings["sources"], str):
         settings["sources"] = [settings["sources"]]
+    params = {other.name: other for other in ctx.command.params}
+    for name, setting in settings.items():
+        try:
+            params[name].type_cast_value(ctx, setting)
+        except click.BadParameter as error:
+            key = name.rstrip("_").replace("_", "-")
+            message = f"{value}: {key}: {error.message}"
+            raise click.BadParameter(message, ctx=ctx, param=param) from None
     ctx.default_map = {**(ctx.default_map or {}), **settings}
 
 
@@ -774,13 +787,21 @@ def _stats_table(stats: dict) -> str:
 
 def _sft_stats_table(stats: dict) -> str:
     trained = stats["trained_tokens"] or 0
+    pairs = stats["kind"] == "preference"
+    tokens = f"{stats['tokens']:,} in prompts, chosen and rejected answers"
+    if not pairs:
+        tokens = (
+            f"{stats['tokens']:,}, {trained:,} trained ({trained / max(stats['tokens'], 1):.1%})"
+        )
     lines = [
         f"store          {stats['store']} ({stats['kind']}, template {stats['template']})",
-        f"samples        {stats['samples']:,} of {stats['records']:,} records",
-        f"tokens         {stats['tokens']:,}, {trained:,} trained "
-        f"({trained / max(stats['tokens'], 1):.1%})",
+        f"{'pairs' if pairs else 'samples':<15}{stats['samples']:,} of "
+        f"{stats['records']:,} records",
+        f"tokens         {tokens}",
         f"tokenizer      {stats['tokenizer']} ({stats['vocab_size']:,} ids)",
-        _distribution_line("sample length", stats["sample_length"], " tokens"),
+        _distribution_line(
+            "prompt length" if pairs else "sample length", stats["sample_length"], " tokens"
+        ),
     ]
     for reason, entry in stats.get("skipped", {}).items():
         first = ", ".join(entry.get("first", [])[:1])
@@ -875,7 +896,6 @@ def stats(targets, top, tokenizer, block_size, doc_mode, text_field, plot, as_js
             block_size=block_size,
             doc_mode=doc_mode,
             text_field=text_field,
-            remainder="pad",
         )
     if plot is not None:
         from .plots import save

@@ -52,12 +52,21 @@ def figure(stats: dict):
     timeline = stats.get("timeline") or []
     panels = 3 if timeline else 2
     fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6), layout="constrained")
-    _histogram(axes[0], stats["document_length"], True, "Document length", "tokens (log scale)")
+    if "document_length" in stats:
+        lengths, title = stats["document_length"], "Document length"
+    else:
+        lengths, title = stats["sample_length"], "Sample length"
+    _histogram(axes[0], lengths, True, title, "tokens (log scale)")
     if "block_fill" in stats:
         fill = stats["block_fill"]
         _histogram(axes[1], fill, False, "Block fill", "real tokens / block size", share=True)
     else:
-        _histogram(axes[1], stats["sample_length"], True, "Sample length", "tokens (log scale)")
+        axes[1].set_axis_off()
+        trained = stats.get("trained_tokens") or 0
+        summary = f"{stats.get('samples', 0):,} samples\n{stats['tokens']:,} tokens"
+        if stats.get("kind") != "preference":
+            summary += f"\n{trained:,} trained ({trained / max(stats['tokens'], 1):.1%})"
+        axes[1].text(0.5, 0.5, summary, ha="center", va="center", transform=axes[1].transAxes)
     if timeline:
         seconds = [point[0] for point in timeline]
         rates = [point[2] / 1e6 for point in timeline]

@@ -78,6 +78,11 @@ def source_stats(sources, top: int = 50, tokenizer=None, **settings) -> dict:
         ends.append(np.asarray(batch.doc_ends))
         fills.append(np.asarray(batch.lengths))
     report = pipeline.report.as_dict()
+    if report["documents"] == 0:
+        from .errors import DataError
+        from .report import nothing_used
+
+        raise DataError(nothing_used(pipeline.sources, report, "documents"))
     size = pipeline.pack.block_size
     meta = {
         "tokenizer": {"name": loaded.name, "vocab_hash": loaded.vocab_hash},

@@ -17,10 +17,14 @@ def read_metadata(path: Path) -> dict:
     if not path.is_dir():
         raise StoreError(f"{path}: no such store folder")
     if not meta_path.is_file():
+        if (path / "build.json").is_file():
+            raise StoreError(
+                f"{path}: not a complete token store (no {layout.METADATA}): its build did "
+                f"not finish; run the same `streampack pack` again to finish it"
+            )
         raise StoreError(
-            f"{path}: not a complete token store (no {layout.METADATA}): the build did not "
-            f"finish, or this folder is not a store; run the same `streampack pack` again to "
-            f"finish it"
+            f"{path}: not a complete token store (no {layout.METADATA}): not a store, or "
+            f"one whose build stopped before its first shard"
         )
     try:
         metadata = json.loads(meta_path.read_text(encoding="utf-8"))
