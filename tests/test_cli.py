@@ -79,3 +79,19 @@ def test_help_has_an_example(command):
     result = run(command, "--help", check=0)
     assert "Example" in result.stdout
     assert f"streampack {command}" in result.stdout
+
+
+def test_strict_cannot_go_with_a_softer_on_error(tmp_path):
+    source = tmp_path / "notes.txt"
+    source.write_text("fever\n")
+    result = run("pack", source, "-o", tmp_path / "s", "--strict", "--on-error", "skip")
+    assert result.returncode == 2 and "--strict means --on-error raise" in result.stderr
+    assert run("pack", source, "-o", tmp_path / "s", "--strict", "-q").returncode == 0
+
+
+def test_a_run_whose_files_were_all_passed_over_says_so(tmp_path):
+    source = tmp_path / "notes.txt"
+    source.write_text("fever\n")
+    result = run("sft", source, "-o", tmp_path / "sft")
+    assert result.returncode == 1
+    assert f"no file could be read: skipped {source} (not_json)" in result.stderr

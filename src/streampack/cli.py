@@ -201,6 +201,12 @@ def _read_options_without_size(function):
 
 def _bad_input(on_error: str, strict: bool, encoding: str, encoding_errors: str) -> dict:
     if strict:
+        ctx = click.get_current_context()
+        for name, value in (("on_error", on_error), ("encoding_errors", encoding_errors)):
+            given = ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+            if given and value != "raise":
+                flag = "--" + name.replace("_", "-")
+                raise click.UsageError(f"--strict means {flag} raise; it cannot go with {value}")
         on_error, encoding_errors = "raise", "raise"
     return {"on_error": on_error, "encoding": encoding, "encoding_errors": encoding_errors}
 

@@ -314,6 +314,11 @@ def nothing_used(sources, report: dict, made: str) -> str:
         counts = ", ".join(f"{reason} {entry['count']}" for reason, entry in skipped.items())
         first = next(iter(skipped.values()))["first"][:1]
         why = f"every record was skipped ({counts}); first at {first[0] if first else '?'}"
+    elif report.get("files_skipped"):
+        passed = report["files_skipped"]
+        names = ", ".join(f"{entry['path']} ({entry['reason']})" for entry in passed[:3])
+        more = f" and {len(passed) - 3} more" if len(passed) > 3 else ""
+        why = f"no file could be read: skipped {names}{more}"
     else:
         why = "the sources hold no records"
     return f"no {made} made from {', '.join(map(str, sources))}: {why}"
