@@ -87,3 +87,5 @@ def test_repaired_records_are_used_and_apart_from_bad_ones(tmp_path):
     assert result["repaired"] == {"invalid_utf8": {"count": 1, "first": where}}
     strict = validate(path, encoding_errors="skip")
     assert not strict["ok"] and strict["problems"] == 1 and strict["repaired"] == {}
+    table = run(path)
+    assert table.returncode == 0 and "repaired invalid_utf8" in table.stdout

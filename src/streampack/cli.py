@@ -1024,6 +1024,9 @@ def _validate_table(result: dict) -> str:
         for reason, bad in entry["bad"].items():
             first = ", ".join(bad["first"])
             lines.append(f"  {reason:<22} {bad['count']:>8,}  first at {first}")
+        for reason, fixed in entry.get("repaired", {}).items():
+            first = ", ".join(fixed["first"])
+            lines.append(f"  repaired {reason:<13} {fixed['count']:>8,}  first at {first}")
         for name, types in (entry["fields"] or {}).items():
             kinds = ", ".join(f"{kind} {count:,}" for kind, count in sorted(types.items()))
             changed = "  (type changes)" if name in entry["type_changes"] else ""
@@ -1036,7 +1039,10 @@ def _validate_table(result: dict) -> str:
             )
     across = result["fields_across_files"]
     for name, paths in across["missing_in"].items():
-        lines.append(f"field {name!r} missing in {len(paths)} files: {', '.join(paths[:3])}")
+        more = f" and {len(paths) - 3} more" if len(paths) > 3 else ""
+        files = "file" if len(paths) == 1 else "files"
+        shown = ", ".join(paths[:3])
+        lines.append(f"field {name!r} missing in {len(paths)} {files}: {shown}{more}")
     for name, kinds in across["types_differ"].items():
         what = "; ".join(f"{path}: {'/'.join(kind)}" for path, kind in list(kinds.items())[:3])
         lines.append(f"field {name!r} changes type between files: {what}")
