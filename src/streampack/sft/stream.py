@@ -174,44 +174,39 @@ class SFTStream:
         if count == 0:
             raise DataError(nothing_used(self.sources, self._report.as_dict(), "samples"))
 
-    def _content_ids(self, items) -> dict[str, list[int]]:
-        """The ids of every content text of `items`, from one backend call.
-
-        The texts are the turns', answers' and system texts (the templates' fixed strings are
-        few and kept by the encoder's own cache).
-        """
+    def _content_ids(self, pairs: list[PreferencePair]) -> dict[str, list[int]]:
+        """The ids of every content text of `pairs` (turns, system, both answers), from one
+        backend call; the templates' fixed strings are few and kept by the encoder's cache."""
         default = self.template.default_system
         texts: set[str] = set()
-        for item in items:
-            conversation = item.prompt if isinstance(item, PreferencePair) else item
-            texts.update(turn.content for turn in conversation.turns)
-            system = system_text(conversation, default)
+        for pair in pairs:
+            texts.update(turn.content for turn in pair.prompt.turns)
+            texts.update((pair.chosen, pair.rejected))
+            system = system_text(pair.prompt, default)
             if system is not None:
                 texts.add(system)
-            if isinstance(item, PreferencePair):
-                texts.update((item.chosen, item.rejected))
         unique = list(texts)
         ids, offsets = self.encoder.encode_batch(unique)
         bounds = offsets.tolist()
         flat = ids.tolist()
         return {text: flat[bounds[i] : bounds[i + 1]] for i, text in enumerate(unique)}
 
-    def _read_and_encode(self) -> Iterator[tuple[str, list, dict]]:
-        report = self._report
-        for path, records in read_json_objects(self.files, report):
-            items = list(
-                parse_records(records, path, report, "preference", self.config.record_format)
-            )
-            if items:
-                yield path, items, self._content_ids([item for _, item in items])
-
-    def _planned(self) -> Iterator[tuple[str, Plan]]:
+    def _parsed(self, kind: str) -> Iterator[tuple[str, list]]:
+        """`(path, [(line, item), ...])` per read batch that kept at least one record."""
         for path, records in read_json_objects(self.files, self._report):
             items = list(
-                parse_records(records, path, self._report, "sft", self.config.record_format)
+                parse_records(records, path, self._report, kind, self.config.record_format)
             )
             if items:
-                yield path, self.layout.plan(items)
+                yield path, items
+
+    def _read_and_encode(self) -> Iterator[tuple[str, list, dict]]:
+        for path, items in self._parsed("preference"):
+            yield path, items, self._content_ids([pair for _, pair in items])
+
+    def _planned(self) -> Iterator[tuple[str, Plan]]:
+        for path, items in self._parsed("sft"):
+            yield path, self.layout.plan(items)
 
     def _laid_out(self) -> Iterator[tuple[str, list, list, int]]:
         for path, plan in threaded(self._planned(), READ_AHEAD, "sft-reader"):
