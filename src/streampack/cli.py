@@ -882,14 +882,13 @@ def stats(targets, top, tokenizer, block_size, doc_mode, text_field, plot, as_js
       streampack stats store/ --top 200 --json
       streampack stats corpus/ --block-size 2048 --plot stats.png
     """
+    from .inspection import is_sft_store
     from .stats import sft_store_stats, source_stats, store_stats
 
     _setup_logging(verbose, quiet)
     sft = False
     if _is_store(targets):
-        meta_path = Path(targets[0]) / "metadata.json"
-        meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.is_file() else {}
-        sft = meta.get("format") == "streampack-sft-store"
+        sft = is_sft_store(targets[0])
         if sft:
             result = sft_store_stats(targets[0])
         else:

@@ -24,17 +24,23 @@ from .store.format import METADATA
 from .store.reader import store_tokenizer
 
 
+def is_sft_store(path) -> bool:
+    """Whether the metadata at `path` names the SFT store format (a missing or unreadable one
+    does not; the token store's reader then says what is wrong with it)."""
+    from .sft.store import FORMAT_NAME as SFT_FORMAT
+
+    try:
+        metadata = json.loads((Path(path) / METADATA).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(metadata, dict) and metadata.get("format") == SFT_FORMAT
+
+
 def open_store(path):
     """A `TokenStore` or an `SFTStore`, by the format its metadata names."""
-    from .sft.store import FORMAT_NAME as SFT_FORMAT
     from .sft.store import SFTStore
 
-    meta_path = Path(path) / METADATA
-    try:
-        fmt = json.loads(meta_path.read_text(encoding="utf-8")).get("format")
-    except (OSError, ValueError):
-        fmt = None
-    return SFTStore(path) if fmt == SFT_FORMAT else TokenStore(path)
+    return SFTStore(path) if is_sft_store(path) else TokenStore(path)
 
 
 def _run(kind: str, ids: np.ndarray, tokenizer) -> dict:

@@ -115,7 +115,6 @@ def sft_store_stats(path) -> dict:
 
     store = SFTStore(path)
     meta = store.metadata
-    offsets = store._streams[0][2]
     report_path = Path(path) / "report.json"
     report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
     stats = {
@@ -130,7 +129,7 @@ def sft_store_stats(path) -> dict:
         "tokens": meta["tokens"],
         "trained_tokens": meta.get("trained_tokens"),
         "truncated_samples": meta.get("truncated_samples"),
-        "sample_length": distribution(np.diff(offsets), log_bins=True),
+        "sample_length": distribution(store.lengths, log_bins=True),
         "timeline": report.get("timeline", []),
     }
     stats.update(_problems(report))

@@ -228,6 +228,11 @@ class SFTStore(Sequence):
     def __len__(self) -> int:
         return int(self.metadata["samples"])
 
+    @property
+    def lengths(self) -> np.ndarray:
+        """Tokens per sample (a preference store: per prompt)."""
+        return np.diff(self._streams[0][2])
+
     def __getitem__(self, index):
         if isinstance(index, slice):
             return [self[i] for i in range(*index.indices(len(self)))]
