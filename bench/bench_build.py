@@ -27,30 +27,14 @@ sys.path.insert(0, str(BENCH))
 
 from bench_pack import child_env, machine_info, print_machine, streampack_cli  # noqa: E402
 
+from streampack.report import RUN_KEYS  # noqa: E402
+
 REPO = BENCH.parent
 OUT = BENCH / "out"
 DEFAULT_CORPORA = (OUT / "corpus-3000000",)
 # How often the journal is read while waiting for the half-way shard; reading it costs nothing
 # next to a build, and 50 ms is well inside one shard's time.
 POLL_SECONDS = 0.05
-# Keys of report.json that describe the run, not the store.
-RUN_KEYS = {
-    "seconds",
-    "total_seconds",
-    "tokens_per_second",
-    "megabytes_per_second",
-    "peak_rss_mb",
-    "tokenizer_load_seconds",
-    "backend_setup_seconds",
-    "first_block_seconds",
-    "batch_size",
-    "batch_size_chosen_mb",
-    "batch_size_tokens_per_second",
-    "documents_per_batch",
-    "backpressure_events",
-    "resumed",
-    "timeline",
-}
 
 
 def run(argv: list[str], name: str, kill_when=None) -> dict:

@@ -18,28 +18,9 @@ import pytest
 
 import streampack
 from streampack.errors import StoreError
+from streampack.report import RUN_KEYS
 from streampack.store import TokenStore, verify_store
 from streampack.store import writer as store_writer
-
-# Keys of report.json that describe the run, not the store: timings, memory, and `resumed`.
-RUN_KEYS = {
-    "seconds",
-    "total_seconds",
-    "tokens_per_second",
-    "megabytes_per_second",
-    "peak_rss_mb",
-    "tokenizer_load_seconds",
-    "backend_setup_seconds",
-    "first_block_seconds",
-    # The batch size tuner's measurements and choice, and the memory guard's steps.
-    "batch_size",
-    "batch_size_chosen_mb",
-    "batch_size_tokens_per_second",
-    "documents_per_batch",
-    "backpressure_events",
-    "resumed",
-    "timeline",
-}
 
 WORDS = [
     *("fever", "cough", "headache", "patient", "blood", "pressure", "insulin", "dose", "daily"),

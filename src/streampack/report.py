@@ -37,6 +37,30 @@ REASONS = {
 MAX_TRACKED_FIELDS = 256
 
 
+# Keys of a build's report.json that describe the run rather than the store: timings, memory,
+# the batch size tuner's trials and the memory guard's steps, and `resumed`. Two builds of the
+# same store may differ in these and nothing else.
+RUN_KEYS = frozenset(
+    {
+        "seconds",
+        "total_seconds",
+        "tokens_per_second",
+        "megabytes_per_second",
+        "peak_rss_mb",
+        "tokenizer_load_seconds",
+        "backend_setup_seconds",
+        "first_block_seconds",
+        "batch_size",
+        "batch_size_chosen_mb",
+        "batch_size_tokens_per_second",
+        "documents_per_batch",
+        "backpressure_events",
+        "resumed",
+        "timeline",
+    }
+)
+
+
 def problem_message(reason: str, where: str, found: str) -> str:
     """`where: what is wrong (expected ..., found ...)`, on one line."""
     what, expected = REASONS.get(reason, (reason.replace("_", " "), "a usable record"))
