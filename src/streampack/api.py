@@ -3,7 +3,6 @@
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
@@ -14,6 +13,7 @@ from .errors import DataError
 from .pack import block_samples
 from .report import nothing_used
 from .sft.stream import SFTStream, stream_sft
+from .sources import source_names
 from .store import StoreWriter, choose_dtype
 from .store.format import REPORT
 from .store.journal import fingerprint, tokenizer_facts
@@ -313,7 +313,7 @@ def pack_follow(
     if (output / METADATA).is_file():
         for entry in json.loads((output / METADATA).read_text(encoding="utf-8"))["files"]:
             state.files[entry["path"]] = {"size": entry["bytes"], "mtime_ns": None}
-    names = [str(s) for s in ([sources] if isinstance(sources, (str, os.PathLike)) else sources)]
+    names = source_names(sources)
     watcher = Watcher(names, state, settle=settle, poll=poll, format=settings.get("format"))
     if stop is not None:
         import threading

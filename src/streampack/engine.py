@@ -24,7 +24,7 @@ from .guard import BatchTuner, MemoryGuard
 from .pack import BlockBatch, Packer
 from .records import RecordBatch
 from .report import Report
-from .sources import discover, read_batches
+from .sources import discover, read_batches, source_names
 from .sources.follow import FollowState, Watcher
 from .tokenize import LoadedTokenizer, load_tokenizer, make_encoder
 
@@ -208,14 +208,7 @@ class Pipeline:
         self.tokenize = tokenize or TokenizeConfig()
         self.report = Report(self.read.on_error)
         self.progress = Progress()
-        self.sources = [
-            str(source)
-            for source in (
-                [sources]
-                if isinstance(sources, str) or not isinstance(sources, Iterable)
-                else sources
-            )
-        ]
+        self.sources = source_names(sources)
         started = time.perf_counter()
         self.watcher: Watcher | None = None
         if follow is not None:

@@ -12,7 +12,7 @@ import numpy as np
 
 from .config import ReadConfig
 from .report import Report
-from .sources import discover, read_batches
+from .sources import discover, read_batches, source_names
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +107,7 @@ def validate(
     >>> result = streampack.validate("corpus/")
     >>> result["ok"], result["files"][0]["bad"]
     """
-    if isinstance(sources, (str, os.PathLike)):
-        sources = [sources]
-    names = [os.fspath(source) for source in sources]
+    names = source_names(sources)
     config = ReadConfig(
         doc_mode=doc_mode,
         text_field=text_field,

@@ -21,7 +21,7 @@ from ..config import PackConfig, ReadConfig, TokenizeConfig
 from ..engine import Progress, peak_rss_mb
 from ..errors import ConfigError, DataError, StreampackError
 from ..report import Report, nothing_used
-from ..sources import discover
+from ..sources import discover, source_names
 from ..store import choose_dtype
 from ..store import format as layout
 from ..store.writer import write_atomic
@@ -117,7 +117,7 @@ def pack_split(settings: dict) -> dict:
         # A Ray task encodes on the CPUs it asked Ray for: one unless --workers says more.
         tokenize = replace(tokenize, workers=1)
     raw = settings["sources"]
-    sources = [str(s) for s in ([raw] if isinstance(raw, (str, os.PathLike)) else raw)]
+    sources = source_names(raw)
     report = Report(read.on_error)
     files = discover(sources, report, read.format)
     loaded_at = time.perf_counter()

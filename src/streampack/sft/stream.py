@@ -15,7 +15,6 @@ batches and the grouping buffer (`buffer_batches * batch_size` samples).
 
 import dataclasses
 import logging
-import os
 import time
 from collections.abc import Iterator
 
@@ -23,7 +22,7 @@ from ..config import ON_ERRORS
 from ..engine import peak_rss_mb, threaded
 from ..errors import ConfigError, DataError
 from ..report import Report, nothing_used
-from ..sources.discovery import discover
+from ..sources.discovery import discover, source_names
 from ..sources.json_objects import read_json_objects
 from ..tokenize import LoadedTokenizer, load_tokenizer, make_encoder
 from .collate import length_grouped_batches, pack_samples, packed_batch, pad_batch
@@ -107,8 +106,7 @@ class SFTStream:
     """
 
     def __init__(self, sources, tokenizer, config: SFTConfig, backend: str = "auto") -> None:
-        single = isinstance(sources, str | os.PathLike)
-        self.sources = [os.fspath(sources)] if single else [os.fspath(s) for s in sources]
+        self.sources = source_names(sources)
         self.config = config
         started = time.perf_counter()
         self.tokenizer = (

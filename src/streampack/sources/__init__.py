@@ -9,7 +9,7 @@ read_batches(files) -> RecordBatch ...     reader.py: one file after another
     tabular.py       parquet (pyarrow) and CSV / TSV
 """
 
-from .discovery import SourceFile, discover
+from .discovery import SourceFile, discover, source_names
 from .reader import read_batches
 
-__all__ = ["SourceFile", "discover", "read_batches"]
+__all__ = ["SourceFile", "discover", "read_batches", "source_names"]

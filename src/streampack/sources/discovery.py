@@ -5,7 +5,7 @@ import logging
 import os
 import stat
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..config import FORMATS
@@ -137,6 +137,13 @@ def _inspect(path: str, forced: str | None, report: Report) -> SourceFile | None
     # pyarrow reads parquet by seeking to its footer, so a parquet file is never wrapped.
     codec = "none" if fmt == "parquet" else codec_of(head)
     return SourceFile(path=path, format=fmt, codec=codec, size=info.st_size)
+
+
+def source_names(sources) -> list[str]:
+    """What a caller gave as sources, as a list of strings: one path or many."""
+    if isinstance(sources, str | os.PathLike) or not isinstance(sources, Iterable):
+        sources = [sources]
+    return [os.fspath(s) if isinstance(s, str | os.PathLike) else str(s) for s in sources]
 
 
 def discover(
